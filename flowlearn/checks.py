@@ -86,7 +86,8 @@ class CheckReport:
         lines = [
             f"{self.layer}: {verdict}  input {self.input_shape} -> output {self.output_shape}, "
             f"{self.dtype}",
-            f"  round trip x -> y -> x     {fmt(self.roundtrip_error)}  (tol {self.tol_roundtrip:.0e})",
+            f"  round trip x -> y -> x     {fmt(self.roundtrip_error)}"
+            f"  (tol {self.tol_roundtrip:.0e})",
             f"  round trip y -> x -> y     {fmt(self.inverse_roundtrip_error)}",
             f"  logdet fwd + inv           {fmt(self.cancel_error)}",
             f"  logdet vs brute force      {fmt(self.logdet_error)}  (tol {self.tol_logdet:.0e})",

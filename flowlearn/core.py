@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 SubnetFactory = Callable[[int, int], nn.Module]
-"""A factory `subnet(c_in, c_out) -> nn.Module` mapping `(B, c_in[, H, W])` to `(B, c_out[, H, W])`."""
+"""A factory `subnet(c_in, c_out) -> nn.Module`: `(B, c_in[, H, W])` to `(B, c_out[, H, W])`."""
 
 
 class Bijector(nn.Module):
