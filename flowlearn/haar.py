@@ -1,0 +1,201 @@
+r"""The 2-D Haar wavelet transform as an invertible downsampling layer.
+
+One level of the Haar transform (Haar 1910) turns every 2×2 block of an image into four
+numbers: its average and three differences. It halves the height and width and multiplies the
+channels by four, is exactly invertible, and puts the low-pass (a downscaled image) in the first
+channels. The Invertible Rescaling Net uses it as its downscaling module (Xiao et al. 2020, §3.2).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from flowlearn.core import Bijector, check_channels, check_even_spatial, check_rank
+
+__all__ = ["HaarDownsampling", "haar_kernel"]
+
+Normalization = Literal["orthonormal", "mean"]
+_SCALE = {"orthonormal": 0.5, "mean": 0.25}
+
+# Haar filters, kernel index k = band, rows i = (top, bottom), columns j = (left, right).
+_HAAR_FILTERS = (
+    ((1.0, 1.0), (1.0, 1.0)),  # LL: a + b + c + d
+    ((1.0, -1.0), (1.0, -1.0)),  # band 1: left minus right
+    ((1.0, 1.0), (-1.0, -1.0)),  # band 2: top minus bottom
+    ((1.0, -1.0), (-1.0, 1.0)),  # band 3: diagonal
+)
+
+
+def haar_kernel(
+    channels: int, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+) -> Tensor:
+    r"""The unscaled ±1 Haar filters for a grouped convolution, shape `(4C, 1, 2, 2)`.
+
+    Entry `4c + k` holds filter `k` (LL, left−right, top−bottom, diagonal) for channel `c`; this
+    is the layout of the `haar_weights` tensor in checkpoints of the original IRN code.
+
+    Args:
+        channels: number of input channels $C$.
+        dtype: dtype of the result (default: the default dtype).
+        device: device of the result.
+
+    Examples:
+        >>> haar_kernel(1)[2, 0]
+        tensor([[ 1.,  1.],
+                [-1., -1.]])
+    """
+    filters = torch.tensor(_HAAR_FILTERS, dtype=dtype, device=device)  # (4, 2, 2)
+    return filters.unsqueeze(1).repeat(channels, 1, 1, 1)  # (4C, 1, 2, 2)
+
+
+class HaarDownsampling(Bijector):
+    r"""One level of the 2-D Haar wavelet transform, `(B, C, H, W) -> (B, 4C, H/2, W/2)`.
+
+    Every 2×2 block $\begin{bmatrix} a & b \\ c & d \end{bmatrix}$ of every channel becomes
+    four bands, scaled by $k$:
+
+    $$
+    \begin{aligned}
+    \mathrm{LL} &= k\,(a + b + c + d), &
+    \mathrm{B}_1 &= k\,(a - b + c - d) \ \text{(left − right)}, \\
+    \mathrm{B}_2 &= k\,(a + b - c - d) \ \text{(top − bottom)}, &
+    \mathrm{B}_3 &= k\,(a - b - c + d) \ \text{(diagonal)} .
+    \end{aligned}
+    $$
+
+    In matrix form $(\mathrm{LL}, \mathrm{B}_1, \mathrm{B}_2, \mathrm{B}_3)^\top = k\,M
+    (a, b, c, d)^\top$ with $M M^\top = 4 I$, so the inverse is
+    $(a, b, c, d)^\top = \frac{1}{4k} M^\top (\mathrm{LL}, \dots, \mathrm{B}_3)^\top$ and
+
+    $$
+    \log|\det J| = \frac{CHW}{4} \log\left(k^4 \cdot 16\right) =
+    \begin{cases}
+    0 & k = \tfrac12 \ (\texttt{"orthonormal"}), \\
+    -CHW \ln 2 & k = \tfrac14 \ (\texttt{"mean"}),
+    \end{cases}
+    $$
+
+    per sample, with $C, H, W$ of the input. `"orthonormal"` is the textbook transform;
+    `"mean"` is the convention of the Invertible Rescaling Net, whose LL band is the 2×2 box
+    mean, an image in the same range as its input.
+
+    Channel order is **band-major**, as in IRN: `[LL(c_0..c_{C-1}), B1(c_0..), B2(..), B3(..)]`,
+    so the first $C$ output channels are the downscaled image.
+
+    Relation to PyWavelets: for one channel, `cA, (cH, cV, cD) = pywt.dwt2(x, "haar")` gives
+    `cA = LL`, `cV = B1`, `cH = B2`, `cD = B3` with `"orthonormal"` (same signs), and twice
+    the bands of `"mean"`.
+
+    References:
+        A. Haar, 1910. "Zur Theorie der orthogonalen Funktionensysteme." Mathematische Annalen
+        69(3), 331–371.
+
+        M. Xiao, S. Zheng, C. Liu, Y. Wang, D. He, G. Ke, J. Bian, Z. Lin, T.-Y. Liu, 2020.
+        "Invertible Image Rescaling." ECCV 2020, arXiv:2005.05650, §3.2 (downscaling module,
+        paragraph "Haar Wavelet Transformation"; no numbered equation).
+
+    Args:
+        channels: number of input channels $C$; input `(B, C, H, W)` with even `H`, `W`,
+            output `(B, 4C, H/2, W/2)`.
+        normalization: `"orthonormal"` ($k = \frac12$, log-det 0) or `"mean"` ($k = \frac14$).
+        impl: `"reshape"` (reshapes and additions) or `"conv"` (a grouped stride-2
+            convolution with the ±1 filters, the form of the original IRN code). Both compute
+            the same map.
+
+    Examples:
+        >>> import torch
+        >>> from flowlearn import HaarDownsampling
+        >>> haar = HaarDownsampling(1, normalization="mean")
+        >>> x = torch.tensor([[[[1.0, 2.0], [3.0, 5.0]]]])
+        >>> y, logdet = haar(x)
+        >>> y.flatten().tolist()  # LL = mean, left − right, top − bottom, diagonal
+        [2.75, -0.75, -1.25, 0.25]
+        >>> logdet  # -C·H·W·ln 2
+        tensor([-2.7726])
+        >>> torch.equal(haar.inverse(y)[0], x)
+        True
+    """
+
+    kernel: Tensor
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        normalization: Normalization = "orthonormal",
+        impl: Literal["reshape", "conv"] = "reshape",
+    ) -> None:
+        super().__init__()
+        if normalization not in _SCALE:
+            raise ValueError(
+                f"HaarDownsampling: normalization must be 'orthonormal' or 'mean', "
+                f"got {normalization!r}"
+            )
+        if impl not in ("reshape", "conv"):
+            raise ValueError(f"HaarDownsampling: impl must be 'reshape' or 'conv', got {impl!r}")
+        if channels < 1:
+            raise ValueError(f"HaarDownsampling: channels must be positive, got {channels}")
+        self.channels = channels
+        self.normalization = normalization
+        self.impl = impl
+        self.k = _SCALE[normalization]
+        # log|det| per input element: log(k^4 * 16) / 4 = log(2k) (0 or -ln 2)
+        self._logdet_per_element = math.log(2 * self.k)
+        if impl == "conv":
+            # fixed filters: a buffer, not saved (it is fully determined by `channels`)
+            self.register_buffer("kernel", haar_kernel(channels), persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, normalization={self.normalization!r}, impl={self.impl!r}"
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Transform `(B, C, H, W)` to the four bands `(B, 4C, H/2, W/2)`, band-major."""
+        check_even_spatial(self, x)
+        check_channels(self, x, self.channels)
+        b, c, h, w = x.shape
+        if self.impl == "conv":
+            bands = F.conv2d(x, self.kernel.to(x.dtype), stride=2, groups=c)  # (B, 4C, H/2, W/2)
+            bands = bands.reshape(b, c, 4, h // 2, w // 2).transpose(1, 2)  # (B, 4, C, H/2, W/2)
+            y = bands.reshape(b, 4 * c, h // 2, w // 2) * self.k  # (B, 4C, H/2, W/2)
+        else:
+            blocks = x.reshape(b, c, h // 2, 2, w // 2, 2)  # (B, C, H/2, 2, W/2, 2): rows, cols
+            a, bb = blocks[:, :, :, 0, :, 0], blocks[:, :, :, 0, :, 1]  # top-left, top-right
+            cc, d = blocks[:, :, :, 1, :, 0], blocks[:, :, :, 1, :, 1]  # bottom-left, -right
+            top_sum, top_diff = a + bb, a - bb
+            bottom_sum, bottom_diff = cc + d, cc - d
+            ll = top_sum + bottom_sum  # a + b + c + d
+            b1 = top_diff + bottom_diff  # a - b + c - d
+            b2 = top_sum - bottom_sum  # a + b - c - d
+            b3 = top_diff - bottom_diff  # a - b - c + d
+            bands = torch.stack((ll, b1, b2, b3), dim=1)  # (B, 4, C, H/2, W/2): band-major
+            y = bands.reshape(b, 4 * c, h // 2, w // 2) * self.k  # (B, 4C, H/2, W/2)
+        logdet = x.new_full((b,), c * h * w * self._logdet_per_element)
+        return y, logdet
+
+    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Rebuild `(B, C, H, W)` from the bands `(B, 4C, H/2, W/2)`."""
+        check_rank(self, y, (4,))
+        check_channels(self, y, 4 * self.channels)
+        b, c4, h, w = y.shape
+        c = c4 // 4
+        inv_k = 1.0 / (4 * self.k)  # (k M)^{-1} = M^T / (4k)
+        if self.impl == "conv":
+            bands = y.reshape(b, 4, c, h, w).transpose(1, 2)  # (B, C, 4, H/2, W/2)
+            bands = bands.reshape(b, 4 * c, h, w)  # (B, 4C, H/2, W/2): channel-major
+            x = F.conv_transpose2d(bands, self.kernel.to(y.dtype), stride=2, groups=c)
+            x = x * inv_k  # (B, C, H, W)
+        else:
+            ll, b1, b2, b3 = y.reshape(b, 4, c, h, w).unbind(1)  # each (B, C, H/2, W/2)
+            top_sum, bottom_sum = ll + b2, ll - b2  # (a + b), (c + d), times 4k
+            top_diff, bottom_diff = b1 + b3, b1 - b3  # (a - b), (c - d), times 4k
+            top = torch.stack((top_sum + top_diff, top_sum - top_diff), dim=-1)  # (a, b)
+            bottom = torch.stack((bottom_sum + bottom_diff, bottom_sum - bottom_diff), dim=-1)
+            blocks = torch.stack((top, bottom), dim=3)  # (B, C, H/2, 2, W/2, 2)
+            x = blocks.reshape(b, c, 2 * h, 2 * w) * inv_k  # (B, C, H, W)
+        logdet = y.new_full((b,), -c * 4 * h * w * self._logdet_per_element)
+        return x, logdet

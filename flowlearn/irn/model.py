@@ -1,0 +1,302 @@
+r"""The Invertible Rescaling Net: Haar downsampling and IRN couplings, HR image ↔ (LR image, z)."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from flowlearn.core import Bijector, check_channels, check_even_spatial, check_rank
+from flowlearn.haar import HaarDownsampling
+from flowlearn.irn import checkpoint
+from flowlearn.irn.block import IRNCoupling
+from flowlearn.irn.checkpoint import CheckpointError as CheckpointError
+from flowlearn.irn.checkpoint import load_irn as load_irn
+from flowlearn.irn.losses import quantize
+from flowlearn.memory import run_sequence
+from flowlearn.nets import dense_block
+
+__all__ = ["IRN"]
+
+SCALES = (2, 4, 8)
+
+
+class IRN(Bijector):
+    r"""Invertible Rescaling Net (IRN): a bijection between an HR image and an (LR image, z) pair.
+
+    For scale $s = 2^L$ the network is the list of `operations`
+
+    $$
+    f = \bigl(\mathrm{InvBlock}^{(L)}_{n_L} \circ \dots \circ \mathrm{InvBlock}^{(L)}_1 \circ
+    \mathrm{Haar}^{(L)}\bigr) \circ \dots \circ
+    \bigl(\mathrm{InvBlock}^{(1)}_{n_1} \circ \dots \circ \mathrm{InvBlock}^{(1)}_1 \circ
+    \mathrm{Haar}^{(1)}\bigr),
+    $$
+
+    each level a Haar transform with the `"mean"` normalisation (`HaarDownsampling`) followed by
+    $n_\ell$ couplings (`IRNCoupling`, dense-block sub-networks, split = 3). The forward map
+    sends an HR image $x$ `(B, 3, H, W)` to $f(x) = [y, z]$ `(B, 3s², H/s, W/s)`: channels 0–2
+    are the LR image $y$, the remaining $3(s^2 - 1)$ are the latent $z$ (never factored out; z
+    of every level passes through the later levels). The inverse
+    $x = f^{-1}([y, z])$ upscales; at test time $z \sim \mathcal{N}(0, I)$ is drawn, since the
+    training objective pushes the latent towards a standard normal. The log-determinant per
+    sample is the sum over the operations, $-CHW\ln 2$ for each Haar level plus $\sum s$ for
+    each coupling.
+
+    The construction order (and therefore the seeded initialisation and the `state_dict` keys
+    `operations.<i>.F.conv1.weight`, …) is that of the original code: `torch.manual_seed(0);
+    IRN(4)` gives the same weights as the original network built after the same seed.
+
+    References:
+        M. Xiao, S. Zheng, C. Liu, Y. Wang, D. He, G. Ke, J. Bian, Z. Lin, T.-Y. Liu, 2020.
+        "Invertible Image Rescaling." ECCV 2020, arXiv:2005.05650, §3.1 (model), §3.2
+        (architecture: Haar transformation and InvBlock, Eq. 1–2).
+
+    Args:
+        scale: rescaling factor $s$, one of 2, 4, 8 ($\log_2 s$ Haar levels).
+        blocks: couplings per level (default 8 per level, as in the paper).
+        clamp: bound of the coupling exponent $s$.
+        growth: channels added by each convolution of the dense-block sub-networks.
+        channels: image channels (3 for RGB); also the size of the LR branch of each coupling.
+        memory_saving: during training, recompute activations by inversion instead of storing
+            them (`flowlearn.memory`); same gradients up to round-off, a fraction of the memory.
+
+    Examples:
+        >>> import torch
+        >>> from flowlearn import IRN
+        >>> _ = torch.manual_seed(0)
+        >>> net = IRN(2, blocks=[1], growth=4)
+        >>> hr = torch.rand(1, 3, 8, 8)
+        >>> y, logdet = net(hr)
+        >>> y.shape  # LR in channels 0-2, z in channels 3-11
+        torch.Size([1, 12, 4, 4])
+        >>> lr, z = net.split(y)
+        >>> torch.allclose(net.inverse(net.join(lr, z))[0], hr, atol=1e-6)
+        True
+        >>> net.upscale(net.downscale(hr), generator=torch.Generator().manual_seed(0)).shape
+        torch.Size([1, 3, 8, 8])
+    """
+
+    def __init__(
+        self,
+        scale: int = 2,
+        *,
+        blocks: Sequence[int] | None = None,
+        clamp: float = 1.0,
+        growth: int = 32,
+        channels: int = 3,
+        memory_saving: bool = False,
+    ) -> None:
+        super().__init__()
+        self.memory_saving = memory_saving
+        if scale not in SCALES:
+            raise ValueError(
+                f"IRN: scale must be one of {', '.join(map(str, SCALES))}, got {scale}"
+            )
+        levels = int(math.log2(scale))
+        blocks = [8] * levels if blocks is None else list(blocks)
+        if len(blocks) != levels or any(
+            isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in blocks
+        ):
+            raise ValueError(
+                f"IRN: blocks must list {levels} non-negative integer(s) (one per Haar level "
+                f"of scale {scale}), got {blocks}"
+            )
+        if channels < 1 or growth < 1:
+            raise ValueError(f"IRN: channels and growth must be positive, got {channels}, {growth}")
+        self.scale = scale
+        self.blocks = blocks
+        self.clamp = float(clamp)
+        self.growth = growth
+        self.channels = channels
+        subnet = dense_block(growth=growth)
+        operations: list[Bijector] = []
+        current = channels
+        for n_blocks in blocks:  # one Haar level: (B, c, h, w) -> (B, 4c, h/2, w/2)
+            operations.append(HaarDownsampling(current, normalization="mean"))
+            current *= 4
+            operations += [
+                IRNCoupling(current, subnet, split=channels, clamp=clamp) for _ in range(n_blocks)
+            ]
+        self.operations = nn.ModuleList(operations)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments: `IRN(**net.config)` builds the same architecture."""
+        return {
+            "scale": self.scale,
+            "blocks": list(self.blocks),
+            "clamp": self.clamp,
+            "growth": self.growth,
+            "channels": self.channels,
+        }
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of z: $C(s^2 - 1)$."""
+        return self.channels * (self.scale**2 - 1)
+
+    # ----------------------------------------------------------------------------- bijection
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """HR `(B, 3, H, W)` → `[LR, z]` `(B, 3s², H/s, W/s)`; log-det `(B,)`."""
+        if self.memory_saving:
+            self._check_hr(x)
+            return run_sequence(self._ops(), x, memory_saving=True)
+        y, logdet, _ = self.forward_with_intermediates(x, keep=False)
+        return y, logdet
+
+    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """`[LR, z]` `(B, 3s², h, w)` → HR `(B, 3, sh, sw)`; log-det of the inverse `(B,)`."""
+        if self.memory_saving:
+            check_rank(self, y, (4,))
+            check_channels(self, y, self.channels * self.scale**2)
+            return run_sequence(self._ops(), y, reverse=True, memory_saving=True)
+        x, logdet, _ = self.inverse_with_intermediates(y, keep=False)
+        return x, logdet
+
+    def forward_with_intermediates(
+        self, x: Tensor, *, keep: bool = True
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """Like `forward`, also returning the output of every operation, in order.
+
+        Returns:
+            `(y, logdet, outputs)`; `outputs[i]` is the output of `operations[i]`.
+        """
+        self._check_hr(x)
+        logdet = x.new_zeros(x.shape[0])
+        outputs: list[Tensor] = []
+        for op in self._ops():
+            x, ld = op(x)
+            logdet = logdet + ld
+            if keep:
+                outputs.append(x)
+        return x, logdet, outputs
+
+    def inverse_with_intermediates(
+        self, y: Tensor, *, keep: bool = True
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """Like `inverse`, also returning the output of every inverted operation, last first."""
+        check_rank(self, y, (4,))
+        check_channels(self, y, self.channels * self.scale**2)
+        logdet = y.new_zeros(y.shape[0])
+        outputs: list[Tensor] = []
+        for op in reversed(self._ops()):
+            y, ld = op.inverse(y)
+            logdet = logdet + ld
+            if keep:
+                outputs.append(y)
+        return y, logdet, outputs
+
+    # ----------------------------------------------------------------------------- rescaling
+
+    def split(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Split `[LR, z]` `(B, 3s², h, w)` into LR `(B, 3, h, w)` and z `(B, 3(s²-1), h, w)`."""
+        check_rank(self, y, (4,))
+        check_channels(self, y, self.channels * self.scale**2)
+        return y[:, : self.channels], y[:, self.channels :]
+
+    def join(self, lr: Tensor, z: Tensor) -> Tensor:
+        """Concatenate an LR image `(B, 3, h, w)` and a latent `(B, 3(s²-1), h, w)`."""
+        check_rank(self, lr, (4,))
+        check_channels(self, lr, self.channels)
+        expected = self.latent_shape(lr.shape)
+        if tuple(z.shape) != expected:
+            raise ValueError(
+                f"IRN: expected z of shape {expected} for an LR image of shape "
+                f"{tuple(lr.shape)}, received shape {tuple(z.shape)}"
+            )
+        return torch.cat((lr, z), dim=1)  # (B, 3s², h, w)
+
+    def latent_shape(self, lr_shape: Sequence[int]) -> tuple[int, ...]:
+        """Shape of z for an LR image of shape `(B, 3, h, w)` (or `(3, h, w)`)."""
+        shape = tuple(int(n) for n in lr_shape)
+        if len(shape) not in (3, 4) or shape[-3] != self.channels:
+            raise ValueError(
+                f"IRN: expected an LR shape (B, {self.channels}, h, w), received {shape}"
+            )
+        return (*shape[:-3], self.latent_channels, *shape[-2:])
+
+    def downscale(self, hr: Tensor) -> Tensor:
+        """HR `(B, 3, H, W)` in [0, 1] → 8-bit LR `(B, 3, H/s, W/s)` (clamped, rounded to 1/255).
+
+        Gradients pass the rounding unchanged (straight-through, as in training).
+        """
+        lr, _ = self.split(self(hr)[0])
+        return quantize(lr)
+
+    def upscale(
+        self,
+        lr: Tensor,
+        *,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        r"""LR `(B, 3, h, w)` → HR `(B, 3, sh, sw)` with a sampled $z \sim \mathcal{N}(0, T^2 I)$.
+
+        Args:
+            lr: the LR image (ideally one produced by `downscale`; IRN is not a
+                super-resolution model for arbitrary LR images).
+            temperature: standard deviation $T$ of z (0 gives the mode $z = 0$).
+            generator: random generator for z (on the device of `lr`), for repeatable draws.
+        """
+        check_rank(self, lr, (4,))
+        check_channels(self, lr, self.channels)
+        z = torch.randn(
+            self.latent_shape(lr.shape), generator=generator, device=lr.device, dtype=lr.dtype
+        )
+        return self.inverse(self.join(lr, temperature * z))[0]
+
+    # ----------------------------------------------------------------------------- checkpoints
+
+    @classmethod
+    def from_official(
+        cls,
+        path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any],
+        *,
+        scale: int | None = None,
+    ) -> IRN:
+        """Build an IRN from a state dict of the original code (a path or an already loaded dict).
+
+        The architecture (scale, blocks, growth, channels) is read from the keys and shapes;
+        the Haar filters are checked and dropped; a `module.` prefix is stripped. A checkpoint
+        of another scale than `scale` (when given) raises `CheckpointError`. See
+        `flowlearn.irn.checkpoint`.
+        """
+        return checkpoint.from_official(path_or_state_dict, scale=scale)
+
+    def to_official(self) -> OrderedDict[str, Tensor]:
+        """The state dict in the original code's layout, Haar kernels included."""
+        return checkpoint.to_official(self)
+
+    def save(
+        self, path: str | os.PathLike[str], *, metadata: Mapping[str, Any] | None = None
+    ) -> None:
+        """Write a flowlearn checkpoint (config, weights, metadata) atomically to `path`."""
+        checkpoint.save(self, path, metadata=metadata)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        scale: int | None = None,
+        map_location: str | torch.device = "cpu",
+    ) -> IRN:
+        """Read a checkpoint written by `save` (optionally checking its scale)."""
+        return checkpoint.load(path, scale=scale, map_location=map_location)
+
+    # ----------------------------------------------------------------------------- helpers
+
+    def _ops(self) -> list[Bijector]:
+        return list(self.operations)  # type: ignore[arg-type]
+
+    def _check_hr(self, x: Tensor) -> None:
+        check_rank(self, x, (4,))
+        check_channels(self, x, self.channels)
+        check_even_spatial(self, x, self.scale)
