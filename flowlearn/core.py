@@ -94,6 +94,9 @@ class FlowSequential(Bijector):
 
     Args:
         *layers: the bijectors $f_1, \dots, f_K$.
+        memory_saving: during training, store only the output and recompute every layer's
+            input by inversion in the backward pass (`flowlearn.memory`): activation memory no
+            longer grows with depth, at the cost of about one extra forward pass.
 
     Examples:
         >>> import torch
@@ -107,8 +110,9 @@ class FlowSequential(Bijector):
         True
     """
 
-    def __init__(self, *layers: Bijector) -> None:
+    def __init__(self, *layers: Bijector, memory_saving: bool = False) -> None:
         super().__init__()
+        self.memory_saving = memory_saving
         for i, layer in enumerate(layers):
             if not isinstance(layer, Bijector):
                 raise TypeError(
@@ -127,11 +131,19 @@ class FlowSequential(Bijector):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Apply every layer in order; the log-determinants add up."""
+        if self.memory_saving:
+            from flowlearn.memory import run_sequence
+
+            return run_sequence(list(self), x, memory_saving=True)
         y, logdet, _ = self.forward_with_intermediates(x, keep=False)
         return y, logdet
 
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """Invert every layer in reverse order; the log-determinants add up."""
+        if self.memory_saving:
+            from flowlearn.memory import run_sequence
+
+            return run_sequence(list(self), y, reverse=True, memory_saving=True)
         x, logdet, _ = self.inverse_with_intermediates(y, keep=False)
         return x, logdet
 
