@@ -127,7 +127,7 @@ def jitter_parameters(module: nn.Module, scale: float = 0.05, seed: int = 0) -> 
 def _jacobian(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     """Full Jacobian of `fn` at `x`, shape `fn(x).shape + x.shape`."""
     try:
-        return torch.func.jacrev(fn)(x)  # type: ignore[no-any-return]
+        return torch.func.jacrev(fn)(x)
     except (RuntimeError, NotImplementedError):
         # Layers that torch.func cannot trace (e.g. `.item()` inside) fall back to a loop.
         jac = torch.autograd.functional.jacobian(fn, x)

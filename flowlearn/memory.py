@@ -50,7 +50,7 @@ class _InvertibleChain(torch.autograd.Function):
     """Runs a chain of bijectors, storing only its output; recomputes the rest by inversion."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any, layers: Sequence[Bijector], reverse: bool, x: Tensor, *params: Tensor
     ) -> tuple[Tensor, Tensor]:
         ctx.layers, ctx.reverse, ctx.n_params = layers, reverse, len(params)
