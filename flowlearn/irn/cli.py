@@ -1,0 +1,342 @@
+r"""`flowlearn irn …`: downscale, upscale, test and train Invertible Rescaling Nets.
+
+* `flowlearn irn downscale IMAGE... --model M --out DIR [--pad]` writes the 8-bit LR of each
+  image as `DIR/<stem>_x<s>_lr.png`.
+* `flowlearn irn upscale IMAGE... --model M --out DIR [--temperature T] [--seed S] [--crop WxH]`
+  rebuilds HR images from LR images alone (with a sampled $z$), as `DIR/<stem>_x<s>_sr.png`
+  (a `_x<s>_lr` ending of the input name is replaced).
+* `flowlearn irn test --model M --data DIR` (or `--bicubic --scale S`) prints per-image and mean
+  PSNR/SSIM (RGB and Y) under the paper's protocol; `--json FILE` saves the numbers.
+* `flowlearn irn train --config FILE|NAME [--data DIR] [--resume] [--steps N] [--device D]`
+  trains from a YAML configuration or a shipped one (`x2`, `x4`, `x8`, `tiny`).
+
+`--model` takes a flowlearn checkpoint, an original IRN `.pth` file or the name of a shipped
+model (`resolve_model`).
+
+User errors (unreadable files, sizes that are not a multiple of the scale, a model of another
+scale, an output folder that cannot be written, bad configurations) print one line
+`flowlearn irn <command>: error: …` on stderr and give exit status 1; the remaining files are
+still processed. Conversions of unusual images (grey, RGBA, 16-bit, palette) print a note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from flowlearn.irn.model import IRN
+
+__all__ = ["register", "resolve_model"]
+
+_USER_ERRORS = (ValueError, OSError)  # ImageError, CheckpointError, ConfigError are ValueErrors
+
+
+def resolve_model(spec: str, *, scale: int | None = None, device: str = "cpu") -> IRN:
+    r"""The IRN that `--model SPEC` names: a checkpoint file or the name of a shipped model.
+
+    All model lookup of the command line goes through here (`flowlearn.irn.checkpoint.load_irn`
+    reads both formats and the models shipped in `flowlearn/data/`).
+
+    Args:
+        spec: a flowlearn checkpoint (`IRN.save`, `model.pt` of a training run), an original
+            IRN `.pth` state dict, or the name of a shipped model.
+        scale: when given, the model must have this scale.
+        device: `"cpu"`, `"cuda"` or `"auto"`.
+
+    Returns:
+        The `IRN`, in eval mode, on `device`.
+
+    Raises:
+        ValueError: unreadable checkpoint (`CheckpointError`) or a model of another scale.
+        OSError: no such file or shipped model.
+    """
+    from flowlearn.irn.checkpoint import load_irn
+    from flowlearn.irn.train import resolve_device
+
+    model = load_irn(spec)
+    if scale is not None and model.scale != scale:
+        raise ValueError(f"{spec} is a x{model.scale} model, but --scale {scale} was given")
+    return model.to(resolve_device(device)).eval()
+
+
+class _Reporter:
+    r"""Prints one-line errors and notes for a subcommand and remembers whether any failed."""
+
+    def __init__(self, command: str) -> None:
+        self.prefix = f"flowlearn irn {command}"
+        self.failed = False
+
+    def error(self, message: object) -> None:
+        self.failed = True
+        print(f"{self.prefix}: error: {_one_line(message)}", file=sys.stderr)
+
+    def note(self, message: object) -> None:
+        print(f"{self.prefix}: note: {_one_line(message)}", file=sys.stderr)
+
+    @property
+    def status(self) -> int:
+        return 1 if self.failed else 0
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())
+
+
+def _size(text: str) -> tuple[int, int]:
+    width, sep, height = text.lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit() or not int(width) * int(height):
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 481x321, got {text!r}")
+    return int(width), int(height)
+
+
+def _prepare_out(folder: Path, report: _Reporter) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        report.error(f"cannot write to the output folder {folder}: {err.strerror or err}")
+        return False
+    return True
+
+
+def _rescale_files(args: argparse.Namespace, command: str, convert: Callable[..., Any]) -> int:
+    r"""Shared loop of `downscale` and `upscale`: load model, then each file independently."""
+    from flowlearn.irn.images import read_image, write_image
+
+    report = _Reporter(command)
+    try:
+        model = resolve_model(args.model, scale=args.scale, device=args.device)
+    except _USER_ERRORS as err:
+        report.error(err)
+        return report.status
+    if not _prepare_out(args.out, report):
+        return report.status
+    device = next(model.parameters()).device
+    written: set[Path] = set()
+    for name in args.images:
+        try:
+            x, note = read_image(name)  # (3, H, W) in [0, 1]
+            if note:
+                report.note(f"{name}: {note}")
+            target = args.out / _output_name(Path(name), model.scale, command)
+            if target in written:
+                raise ValueError(f"{name}: would overwrite {target}, written for an earlier input")
+            with torch.inference_mode():
+                y = convert(model, x.to(device)[None], Path(name), report)  # (1, 3, h, w)
+            write_image(target, y[0])
+            written.add(target)
+            print(f"{target}  ({y.shape[-1]}x{y.shape[-2]})")
+        except _USER_ERRORS as err:
+            report.error(err)
+    return report.status
+
+
+def _output_name(path: Path, scale: int, command: str) -> str:
+    stem = path.stem
+    if command == "downscale":
+        return f"{stem}_x{scale}_lr.png"
+    return f"{stem.removesuffix(f'_x{scale}_lr')}_x{scale}_sr.png"
+
+
+def _cmd_downscale(args: argparse.Namespace) -> int:
+    def convert(model: Any, hr: torch.Tensor, name: Path, report: _Reporter) -> torch.Tensor:
+        s = model.scale
+        H, W = hr.shape[-2:]
+        if H % s or W % s:
+            if not args.pad:
+                raise ValueError(
+                    f"{name}: size {W}x{H} is not a multiple of the scale {s} "
+                    f"(crop it, or pass --pad to reflect-pad it)"
+                )
+            ph, pw = -H % s, -W % s
+            if ph >= H or pw >= W:
+                raise ValueError(f"{name}: {W}x{H} is too small to pad to a multiple of {s}")
+            hr = F.pad(hr, (0, pw, 0, ph), mode="reflect")  # (1, 3, H + ph, W + pw)
+            report.note(
+                f"{name}: reflect-padded {W}x{H} to {W + pw}x{H + ph}; "
+                f"upscale with --crop {W}x{H} to get the original size back"
+            )
+        return model.downscale(hr)
+
+    return _rescale_files(args, "downscale", convert)
+
+
+def _cmd_upscale(args: argparse.Namespace) -> int:
+    def convert(model: Any, lr: torch.Tensor, name: Path, report: _Reporter) -> torch.Tensor:
+        generator = None
+        if args.seed is not None:
+            generator = torch.Generator(lr.device).manual_seed(args.seed)
+        hr = model.upscale(lr, temperature=args.temperature, generator=generator)
+        if args.crop is not None:
+            width, height = args.crop
+            if width > hr.shape[-1] or height > hr.shape[-2]:
+                raise ValueError(
+                    f"{name}: --crop {width}x{height} is larger than the upscaled "
+                    f"{hr.shape[-1]}x{hr.shape[-2]}"
+                )
+            hr = hr[..., :height, :width]
+        return hr
+
+    return _rescale_files(args, "upscale", convert)
+
+
+def _cmd_test(args: argparse.Namespace) -> int:
+    from flowlearn.irn.evaluate import evaluate_folder, format_table
+
+    report = _Reporter("test")
+    if args.bicubic == (args.model is not None):
+        report.error("give exactly one of --model M and --bicubic")
+        return 2
+    if args.bicubic and args.scale is None:
+        report.error("--bicubic needs --scale")
+        return 2
+    try:
+        model = (
+            None
+            if args.bicubic
+            else resolve_model(args.model, scale=args.scale, device=args.device)
+        )
+        scale = args.scale if model is None else model.scale
+        if args.save_images is not None and not _prepare_out(args.save_images, report):
+            return report.status
+        result = evaluate_folder(
+            model,
+            args.data,
+            scale,
+            draws=args.draws,
+            seed=args.seed,
+            temperature=args.temperature,
+            save_images=args.save_images,
+            progress=sys.stderr.isatty(),
+        )
+        print(format_table(result))
+        if args.json is not None:
+            _write_json(args.json, result)
+    except _USER_ERRORS as err:
+        report.error(err)
+    return report.status
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from flowlearn.irn.config import load_config
+    from flowlearn.irn.train import TrainingError, train
+
+    report = _Reporter("train")
+    overrides = list(args.set)
+    for key, value in [("data.train", args.data), ("run.output", args.output)]:
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(str(value))}")
+    if args.device is not None:
+        overrides.append(f"run.device={args.device}")
+    try:
+        config = load_config(args.config, overrides=overrides)
+        result = train(config, resume=args.resume, progress=not args.quiet, max_steps=args.steps)
+    except (*_USER_ERRORS, TrainingError) as err:
+        report.error(err)
+        return report.status
+    print(f"step {result.step}: weights in {result.model_path}, log in {result.log_csv}")
+    return 0
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    r"""Add the `irn` command group to an argparse subparsers object.
+
+    Each subcommand sets `func`, which takes the parsed arguments and returns the exit status.
+
+    Args:
+        subparsers: what `ArgumentParser.add_subparsers()` returned.
+
+    Returns:
+        The `irn` parser.
+
+    Examples:
+        >>> import argparse
+        >>> parser = argparse.ArgumentParser(prog="flowlearn")
+        >>> _ = register(parser.add_subparsers())
+        >>> args = parser.parse_args(["irn", "test", "--bicubic", "--scale", "4", "--data", "d"])
+        >>> args.scale, args.draws, callable(args.func)
+        (4, 5, True)
+    """
+    irn = subparsers.add_parser(
+        "irn",
+        help="Invertible Rescaling Net: downscale, upscale, test, train",
+        description="Downscale, upscale, evaluate and train Invertible Rescaling Nets.",
+    )
+    sub = irn.add_subparsers(dest="irn_command", metavar="COMMAND", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--scale", type=int, choices=(2, 4, 8), help="check the model's scale")
+        p.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
+
+    model_help = "flowlearn checkpoint or original IRN .pth file"
+    down = sub.add_parser("downscale", help="HR images → 8-bit LR PNGs")
+    down.add_argument("images", nargs="+", metavar="IMAGE")
+    down.add_argument("--model", "-m", required=True, help=model_help)
+    down.add_argument("--out", "-o", required=True, type=Path, help="output folder")
+    down.add_argument(
+        "--pad", action="store_true", help="reflect-pad sizes that are not a multiple of the scale"
+    )
+    common(down)
+    down.set_defaults(func=_cmd_downscale)
+
+    up = sub.add_parser("upscale", help="LR images → HR PNGs (z sampled)")
+    up.add_argument("images", nargs="+", metavar="IMAGE")
+    up.add_argument("--model", "-m", required=True, help=model_help)
+    up.add_argument("--out", "-o", required=True, type=Path, help="output folder")
+    up.add_argument("--temperature", type=float, default=1.0, help="std of z (0: z = 0)")
+    up.add_argument("--seed", type=int, default=None, help="seed of z (default: random)")
+    up.add_argument("--crop", type=_size, metavar="WxH", help="crop the result to this size")
+    common(up)
+    up.set_defaults(func=_cmd_upscale)
+
+    test = sub.add_parser("test", help="PSNR/SSIM of a folder of HR images (paper protocol)")
+    test.add_argument("--model", "-m", help=model_help)
+    test.add_argument("--bicubic", action="store_true", help="bicubic baseline (needs --scale)")
+    test.add_argument("--data", required=True, type=Path, help="folder of HR images")
+    test.add_argument("--json", type=Path, help="write the results as JSON")
+    test.add_argument("--save-images", type=Path, metavar="DIR", help="save LR and SR images")
+    test.add_argument("--draws", type=int, default=5, help="z draws averaged (default 5)")
+    test.add_argument("--seed", type=int, default=0)
+    test.add_argument("--temperature", type=float, default=1.0)
+    common(test)
+    test.set_defaults(func=_cmd_test)
+
+    tr = sub.add_parser("train", help="train from a YAML configuration")
+    tr.add_argument(
+        "--config", "-c", required=True, help="YAML file or shipped name: x2, x4, x8, tiny"
+    )
+    tr.add_argument("--data", type=Path, help="training images (sets data.train)")
+    tr.add_argument("--output", type=Path, help="run folder (sets run.output)")
+    tr.add_argument("--resume", action="store_true", help="continue the run in run.output")
+    tr.add_argument("--steps", type=int, help="stop at this step (the schedule is unchanged)")
+    tr.add_argument("--device", choices=("cpu", "cuda", "auto"), help="sets run.device")
+    tr.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. optim.lr=1e-4"
+    )
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(func=_cmd_train)
+    return irn

@@ -1,0 +1,422 @@
+r"""Training the Invertible Rescaling Net from a `Config` (the recipe of IRN_SPEC §3 and §4).
+
+One step: a batch of aligned (HR, bicubic LR) patches → `irn_losses` (LR fit, latent term,
+reconstruction from the quantised LR and a fresh $z$) → backward → global gradient-norm clip →
+Adam step → `MultiStepLR` step.
+
+A run folder (`run.output`) holds:
+
+* `checkpoint.pt` — everything a resumed run needs to continue **exactly** as if never stopped:
+  weights, Adam and scheduler state, the step, the elapsed seconds, the sampler settings, the
+  state of the generator that draws $z$, the torch/numpy/python global RNG states and the
+  configuration. Written atomically (temporary file + `os.replace`) every
+  `run.checkpoint_every` steps and when the call ends.
+* `model.pt` — the weights in the package's checkpoint format (`IRN.save`, with the step and
+  the configuration as metadata), written when the call ends; what `load_irn` and
+  `flowlearn irn test --model` read.
+* `config.yaml` — the configuration in use.
+* `log.csv` — one row every `run.log_every` steps and at every validation: step, seconds (wall
+  time of the run so far, validations included, summed over resumed calls), the
+  mean losses since the previous row, the learning rate, and (at validation steps) the Set5-style
+  Y-PSNR with sampled $z$ (mean of `run.validation_draws` draws), with $z = 0$, and of bicubic.
+
+A non-finite loss or gradient norm stops the run with a `TrainingError` naming the step, before
+any weight is changed; the last checkpoint on disk is the last good state.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+import tempfile
+import time
+from collections import Counter
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from tqdm.auto import tqdm
+
+from flowlearn.irn.config import Config, ConfigError
+from flowlearn.irn.data import IRNTrainSet, train_loader
+from flowlearn.irn.evaluate import evaluate_folder
+from flowlearn.irn.losses import irn_losses
+from flowlearn.irn.model import IRN, load_irn
+
+__all__ = ["LOG_COLUMNS", "TrainResult", "TrainingError", "resolve_device", "train", "validate"]
+
+LOG_COLUMNS = (
+    "step",
+    "seconds",
+    "fit",
+    "distr",
+    "rec",
+    "total",
+    "lr",
+    "psnr_y_sampled",
+    "psnr_y_zero",
+    "psnr_y_bicubic",
+)
+LOSS_NAMES = ("fit", "distr", "rec", "total")
+CHECKPOINT_FORMAT = "flowlearn-irn-train"
+
+
+class TrainingError(RuntimeError):
+    r"""A training run that cannot start or continue (existing run, non-finite loss, …)."""
+
+
+@dataclass
+class TrainResult:
+    r"""What `train` returns.
+
+    Attributes:
+        model: the trained network (in eval mode, on the training device).
+        step: global step reached.
+        output: the run folder.
+        checkpoint: path of `checkpoint.pt`.
+        model_path: path of `model.pt`.
+        log_csv: path of the CSV log.
+        losses: total loss of every step run by this call, in order.
+        validation: the validation results of this call, one dict per validation step.
+    """
+
+    model: IRN
+    step: int
+    output: Path
+    checkpoint: Path
+    model_path: Path
+    log_csv: Path
+    losses: list[float] = field(default_factory=list)
+    validation: list[dict[str, float]] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    r"""`"cpu"`, `"cuda"` or `"auto"` (CUDA when available) → a `torch.device`.
+
+    Raises:
+        ConfigError: `"cuda"` asked for where torch sees no CUDA device.
+
+    Examples:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def validate(
+    model: IRN | None, folder: str | os.PathLike[str], scale: int, *, draws: int = 5
+) -> dict[str, float]:
+    r"""Mean Y-PSNR of a folder under the test protocol (IRN_SPEC §6).
+
+    Args:
+        model: the network, or None for the bicubic baseline.
+        folder: HR images.
+        scale: rescaling factor.
+        draws: latent draws averaged for the sampled-$z$ PSNR.
+
+    Returns:
+        `{"psnr_y_sampled", "psnr_y_zero"}` for a model (sampled $z$ at temperature 1, and
+        $z = 0$), `{"psnr_y_bicubic"}` for None. Global RNG states are left untouched.
+    """
+    devices = [] if model is None else [p.device for p in model.parameters() if p.is_cuda][:1]
+    with torch.random.fork_rng(devices=devices):
+        if model is None:
+            result = evaluate_folder(None, folder, scale, draws=1, seed=0, progress=False)
+            return {"psnr_y_bicubic": float(result["mean"]["psnr_y"])}
+        was_training = model.training
+        model.eval()
+        try:
+            sampled = evaluate_folder(model, folder, scale, draws=draws, seed=0, progress=False)
+            zero = evaluate_folder(
+                model, folder, scale, draws=1, seed=0, temperature=0.0, progress=False
+            )
+        finally:
+            model.train(was_training)
+    return {
+        "psnr_y_sampled": float(sampled["mean"]["psnr_y"]),
+        "psnr_y_zero": float(zero["mean"]["psnr_y"]),
+    }
+
+
+def _rng_state() -> dict[str, Any]:
+    r"""Global RNG states as tensors and plain values (loadable with `weights_only=True`)."""
+    # The legacy global numpy RNG is what user code may draw from; saved so resume is exact.
+    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, cached],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))  # noqa: NPY002
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _atomic_write(path: Path, write: Any, mode: str = "wb") -> None:
+    r"""Call `write(file)` on a temporary file beside `path`, then rename it over `path`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class _CsvLog:
+    r"""The CSV learning curve; on resume, rows past the checkpoint step are dropped."""
+
+    def __init__(self, path: Path, resume_step: int | None) -> None:
+        self.path = path
+        rows: list[dict[str, str]] = []
+        if resume_step is not None and path.is_file():
+            with path.open(newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+
+        def write(f: Any) -> None:
+            writer = csv.DictWriter(f, LOG_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+        _atomic_write(path, write, mode="w")
+
+    def append(self, row: dict[str, Any]) -> None:
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, LOG_COLUMNS).writerow(
+                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+            )
+
+
+def _build_model(cfg: Config, device: torch.device) -> IRN:
+    m = cfg.model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.data.seed)  # the initialisation is part of the recipe
+        model = IRN(m.scale, blocks=m.blocks, clamp=m.clamp, growth=m.growth)
+    if m.init is not None:
+        start = load_irn(m.init)
+        if start.scale != m.scale:
+            raise ConfigError(f"model.init {m.init} is a x{start.scale} model, not x{m.scale}")
+        model.load_state_dict(start.state_dict())
+    return model.to(device)
+
+
+def train(
+    config: Config,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    max_steps: int | None = None,
+    max_seconds: float | None = None,
+) -> TrainResult:
+    r"""Train (or continue training) an IRN as configured; see the module docstring.
+
+    Args:
+        config: the configuration (`load_config`).
+        resume: continue from `run.output/checkpoint.pt` exactly where it stopped.
+        progress: show a tqdm bar with the running losses.
+        max_steps: stop when the global step reaches this (the schedule still ends at
+            `optim.steps`, so a later `resume=True` call goes on as one run would).
+        max_seconds: also stop after this much training time in this call.
+
+    Returns:
+        The trained model, the step reached, the paths written and this call's losses.
+
+    Raises:
+        ConfigError: `data.train` unset, bf16 without CUDA, CUDA unavailable, bad `model.init`.
+        TrainingError: an existing run without `resume`, `resume` without a checkpoint or
+            with another model/training set, or a non-finite loss/gradient (naming the step).
+    """
+    cfg = config
+    if cfg.data.train is None:
+        raise ConfigError(
+            "set data.train to a folder of training images "
+            "(in the configuration, or with --set data.train=FOLDER)"
+        )
+    device = resolve_device(cfg.run.device)
+    if cfg.run.bf16 and device.type != "cuda":
+        raise ConfigError(f"run.bf16 (bfloat16 autocast) needs CUDA; the device is {device}")
+    out = Path(cfg.run.output)
+    ckpt_path, model_path, log_path = out / "checkpoint.pt", out / "model.pt", out / cfg.run.log_csv
+    if resume and not ckpt_path.is_file():
+        raise TrainingError(f"nothing to resume: no checkpoint at {ckpt_path}")
+    if not resume and ckpt_path.is_file():
+        raise TrainingError(
+            f"{out} already holds a run ({ckpt_path.name}); resume it (--resume) "
+            "or choose another run.output"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+
+    dataset = IRNTrainSet(
+        cfg.data.train,
+        cfg.model.scale,
+        cfg.data.patch_size,
+        flips=cfg.data.flips,
+        rotations=cfg.data.rotations,
+    )
+    model = _build_model(cfg, device).train()
+    o = cfg.optim
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, o.milestones, gamma=o.gamma)
+    z_generator = torch.Generator(device=device).manual_seed(cfg.data.seed + 1)
+    step, seconds = 0, 0.0
+    if resume:
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        _check_resumable(state, cfg, len(dataset), ckpt_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        sched_state = dict(state["scheduler"], milestones=Counter(state["scheduler"]["milestones"]))
+        scheduler.load_state_dict(sched_state)
+        z_generator.set_state(state["z_generator"])
+        _set_rng_state(state["rng"])
+        step, seconds = int(state["step"]), float(state["seconds"])
+    _atomic_write(out / "config.yaml", lambda f: yaml.safe_dump(cfg.to_dict(), f), mode="w")
+    log = _CsvLog(log_path, step if resume else None)
+
+    def save_checkpoint() -> None:
+        sched_state = scheduler.state_dict()
+        sched_state["milestones"] = dict(sched_state["milestones"])
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "version": 1,
+            "step": step,
+            "seconds": seconds,
+            "model": model.state_dict(),
+            "model_config": dict(model.config),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": sched_state,
+            "sampler": {"seed": cfg.data.seed, "num_images": len(dataset)},
+            "z_generator": z_generator.get_state(),
+            "rng": _rng_state(),
+            "config": cfg.to_dict(),
+        }
+        _atomic_write(ckpt_path, lambda f: torch.save(state, f))
+
+    end = o.steps if max_steps is None else min(o.steps, max_steps)
+    r = cfg.run
+    validating = r.validation is not None and r.validate_every > 0
+    bicubic: dict[str, float] = {}
+    result = TrainResult(model, step, out, ckpt_path, model_path, log_path)
+    sums = dict.fromkeys(LOSS_NAMES, 0.0)
+    count = 0
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.run.bf16 else nullcontext()
+    loader = train_loader(
+        dataset, cfg.data.batch_size, seed=cfg.data.seed, start_step=step, workers=cfg.data.workers
+    )
+    bar = tqdm(total=end, initial=step, disable=not progress, desc=f"IRN x{cfg.model.scale}")
+    batches = iter(loader)
+    started = time.perf_counter() - seconds
+    call_started = time.perf_counter()
+    try:
+        while step < end:
+            hr, lr_ref = next(batches)
+            hr, lr_ref = hr.to(device, non_blocking=True), lr_ref.to(device, non_blocking=True)
+            with autocast:
+                losses = irn_losses(
+                    model,
+                    hr,
+                    lr_ref,
+                    generator=z_generator,
+                    lambda_fit=cfg.lambda_fit,
+                    lambda_rec=cfg.loss.lambda_rec,
+                    lambda_ce=cfg.loss.lambda_ce,
+                )
+            values = {name: float(getattr(losses, name).detach()) for name in LOSS_NAMES}
+            if not math.isfinite(values["total"]):
+                _fail(f"the loss is {values['total']} ({_fmt(values)})", step + 1, ckpt_path)
+            optimizer.zero_grad(set_to_none=True)
+            losses.total.backward()
+            norm = float(nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip))
+            if not math.isfinite(norm):
+                _fail(f"the gradient norm is {norm} ({_fmt(values)})", step + 1, ckpt_path)
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            seconds = time.perf_counter() - started
+            result.losses.append(values["total"])
+            for name in LOSS_NAMES:
+                sums[name] += values[name]
+            count += 1
+            bar.update(1)
+            if step % 10 == 0 or step == end:
+                bar.set_postfix({k: f"{v / count:.4g}" for k, v in sums.items()})
+
+            row: dict[str, Any] = {}
+            if validating and step % r.validate_every == 0:
+                assert r.validation is not None
+                if not bicubic:
+                    bicubic = validate(None, r.validation, cfg.model.scale)
+                row = validate(model, r.validation, cfg.model.scale, draws=r.validation_draws)
+                row.update(bicubic)
+                result.validation.append({"step": step, **row})
+                bar.write(f"step {step}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()))
+                seconds = time.perf_counter() - started
+            out_of_time = (
+                max_seconds is not None and time.perf_counter() - call_started >= max_seconds
+            )
+            if out_of_time:
+                end = step
+            if row or step % r.log_every == 0 or step == end:
+                means = {k: v / count for k, v in sums.items()}
+                log.append({"step": step, "seconds": seconds, **means, "lr": lr, **row})
+                sums, count = dict.fromkeys(LOSS_NAMES, 0.0), 0
+            if step % r.checkpoint_every == 0 or step == end:
+                save_checkpoint()
+        model.save(model_path, metadata={"step": step, "training_config": cfg.to_dict()})
+    finally:
+        bar.close()
+    result.step = step
+    model.eval()
+    return result
+
+
+def _fmt(values: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in values.items())
+
+
+def _fail(problem: str, step: int, ckpt_path: Path) -> None:
+    if ckpt_path.is_file():
+        saved = torch.load(ckpt_path, map_location="cpu", weights_only=True)["step"]
+        kept = f"the last good checkpoint is {ckpt_path} (step {saved})"
+    else:
+        kept = "no checkpoint was written yet"
+    raise TrainingError(f"training stopped at step {step}: {problem}; {kept}")
+
+
+def _check_resumable(state: dict[str, Any], cfg: Config, num_images: int, path: Path) -> None:
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise TrainingError(f"{path} is not a flowlearn training checkpoint")
+    if state["config"]["model"] != cfg.to_dict()["model"]:
+        raise TrainingError(
+            f"{path} was trained with model settings {state['config']['model']}, "
+            f"not {cfg.to_dict()['model']}"
+        )
+    saved = state["sampler"]
+    if (saved["seed"], saved["num_images"]) != (cfg.data.seed, num_images):
+        raise TrainingError(
+            f"{path} was trained on {saved['num_images']} images with seed {saved['seed']}; "
+            f"now {num_images} images with seed {cfg.data.seed}: resuming would not be exact"
+        )

@@ -1,0 +1,231 @@
+"""Tests of flowlearn.irn.config: our YAML schema, the shipped recipes, original option files."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+
+from flowlearn.irn.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+    shipped_configs,
+)
+
+ORIGINAL_X4 = """
+name: IRN_x4_custom
+use_tb_logger: true
+model: IRN
+distortion: sr
+scale: 4
+gpu_ids: [0]
+
+datasets:
+  train:
+    name: DIV2K
+    mode: LQGT
+    dataroot_GT: ../data/DIV2K_train_HR
+    dataroot_LQ: ../data/DIV2K_train_LR_bicubic/X4
+    use_shuffle: true
+    n_workers: 3
+    batch_size: 8
+    GT_size: 128
+    use_flip: true
+    use_rot: false
+    color: RGB
+  val:
+    name: val_DIV2K
+    mode: LQGT
+    dataroot_GT: /data/DIV2K_valid_HR
+    dataroot_LQ: ~
+
+network_G:
+  which_model_G:
+      subnet_type: DBNet
+  in_nc: 3
+  out_nc: 3
+  block_num: [6, 7]
+  scale: 4
+  init: xavier
+
+path:
+  pretrain_model_G: ~
+  strict_load: true
+  resume_state: ~
+
+train:
+  lr_G: !!float 1e-4
+  beta1: 0.8
+  beta2: 0.99
+  niter: 1000
+  warmup_iter: -1
+  lr_scheme: MultiStepLR
+  lr_steps: [200, 400]
+  lr_gamma: 0.25
+  pixel_criterion_forw: l2
+  pixel_criterion_back: l1
+  manual_seed: 10
+  val_freq: !!float 50
+  lambda_fit_forw: 16.
+  lambda_rec_back: 1
+  lambda_ce_forw: 1
+  weight_decay_G: !!float 1e-5
+  gradient_clipping: 10
+
+logger:
+  print_freq: 100
+  save_checkpoint_freq: !!float 500
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "cfg.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+def test_load_config_shipped_recipe_values(scale: int) -> None:
+    cfg = load_config(f"x{scale}")
+    assert cfg.model.scale == scale
+    assert cfg.model.blocks == [8] * {2: 1, 4: 2, 8: 3}[scale]
+    assert (cfg.data.batch_size, cfg.data.patch_size, cfg.optim.steps) == (16, 144, 500_000)
+    assert cfg.optim.milestones == [100_000, 200_000, 300_000, 400_000]
+    assert (cfg.optim.lr, cfg.optim.betas, cfg.optim.weight_decay) == (2e-4, (0.9, 0.999), 1e-5)
+    assert (cfg.optim.gamma, cfg.optim.grad_clip) == (0.5, 10.0)
+    assert cfg.lambda_fit == scale**2
+    assert cfg.data.train is None  # the user has to say where the images are
+    assert load_config(f"irn_x{scale}") == cfg
+
+
+def test_shipped_configs_lists_every_file() -> None:
+    assert sorted(shipped_configs()) == ["tiny", "x2", "x4", "x8"]
+    assert all(path.is_file() for path in shipped_configs().values())
+
+
+def test_load_config_lambda_fit_defaults_to_scale_squared(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "model: {scale: 8}\ndata: {patch_size: 64}\n"))
+    assert cfg.loss.lambda_fit is None
+    assert cfg.lambda_fit == 64.0
+    assert load_config("tiny", overrides=["loss.lambda_fit=2.5"]).lambda_fit == 2.5
+
+
+def test_load_config_relative_paths_resolved_against_yaml_folder(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    path = write(tmp_path / "sub", "data: {train: ../photos}\nrun: {validation: /abs/set5}\n")
+    cfg = load_config(path)
+    assert cfg.data.train == tmp_path / "sub" / ".." / "photos"
+    assert cfg.run.validation == Path("/abs/set5")
+    assert cfg.run.output == Path("runs/irn")  # a default stays relative to the current folder
+
+
+def test_load_config_unknown_key_names_key_and_valid_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, "optim:\n  learning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"'optim\.learning_rate'.*valid keys.*lr, betas"):
+        load_config(path)
+
+
+def test_load_config_unknown_section_names_valid_sections(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'training'.*model, data, optim, loss, run"):
+        load_config(write(tmp_path, "training: {steps: 3}\n"))
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        ("data: {batch_size: many}", r"data\.batch_size must be an integer, got 'many'"),
+        ("data: {batch_size: 2.5}", r"data\.batch_size must be an integer"),
+        ("data: {flips: 1}", r"data\.flips must be true or false"),
+        ("optim: {betas: [0.9]}", r"optim\.betas must be a list of 2 a number"),
+        ("model: {scale: 3}", r"model\.scale .*must be one of 2, 4, 8, got 3"),
+        ("model: {scale: 4, blocks: [8]}", r"model\.blocks .*2 positive block count"),
+        ("data: {patch_size: 30}\nmodel: {scale: 4}", r"patch_size .*multiple of model\.scale = 4"),
+        ("run: {device: gpu}", r"run\.device .*one of cpu, cuda, auto"),
+        ("optim: {milestones: [20, 10]}", r"optim\.milestones .*increasing"),
+        ("optim: {steps: 0}", r"optim\.steps .*positive"),
+    ],
+)
+def test_load_config_bad_value_names_key(tmp_path: Path, text: str, pattern: str) -> None:
+    with pytest.raises(ConfigError, match=pattern):
+        load_config(write(tmp_path, text + "\n"))
+
+
+def test_load_config_reads_exponent_strings_as_floats(tmp_path: Path) -> None:
+    # PyYAML (YAML 1.1) reads 1e-5 without a dot as a string.
+    cfg = load_config(write(tmp_path, "optim: {lr: 1e-3, weight_decay: 1e-5}\n"))
+    assert (cfg.optim.lr, cfg.optim.weight_decay) == (1e-3, 1e-5)
+
+
+def test_load_config_missing_file_lists_shipped_names() -> None:
+    with pytest.raises(ConfigError, match=r"no configuration file 'nope\.yaml'.*tiny, x2, x4, x8"):
+        load_config("nope.yaml")
+
+
+def test_load_config_invalid_yaml_is_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read configuration"):
+        load_config(write(tmp_path, "model: [unclosed\n"))
+
+
+def test_load_config_overrides_strings_and_paths(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(
+        "x2", overrides=["data.train=photos", "optim.milestones=[10, 20]", "run.bf16=true"]
+    )
+    assert cfg.data.train == tmp_path / "photos"  # relative to the current directory
+    assert cfg.optim.milestones == [10, 20]
+    assert cfg.run.bf16 is True
+    with pytest.raises(ConfigError, match=r"section\.key=value"):
+        load_config("x2", overrides=["data.train"])
+    with pytest.raises(ConfigError, match=r"unknown key 'data\.folder'"):
+        load_config("x2", overrides={"data.folder": "x"})
+
+
+def test_apply_overrides_leaves_input_unchanged() -> None:
+    raw = {"data": {"seed": 1}}
+    assert apply_overrides(raw, {"data.seed": 5})["data"]["seed"] == 5
+    assert raw == {"data": {"seed": 1}}
+
+
+def test_config_to_dict_round_trips() -> None:
+    cfg = load_config("x4", overrides={"data.train": "/photos", "optim.betas": [0.8, 0.9]})
+    again = config_from_dict(cfg.to_dict())
+    assert again == cfg
+    assert isinstance(again.optim.betas, tuple)
+    assert config_from_dict({}) == Config()
+
+
+def test_load_config_original_option_file_maps_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, ORIGINAL_X4, "train_IRN_x4.yml")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cfg = load_config(path)
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    for key in ["datasets.train.dataroot_LQ", "network_G.init", "train.lr_scheme", "gpu_ids"]:
+        assert key in message
+    assert "train.lr_G" not in message and "network_G.block_num" not in message
+    assert "datasets.val.dataroot_LQ" not in message  # null: nothing to ignore
+    assert (cfg.model.scale, cfg.model.blocks) == (4, [6, 7])
+    assert cfg.data.train == tmp_path / ".." / "data" / "DIV2K_train_HR"
+    assert (cfg.data.patch_size, cfg.data.batch_size, cfg.data.workers) == (128, 8, 3)
+    assert (cfg.data.flips, cfg.data.rotations, cfg.data.seed) == (True, False, 10)
+    assert (cfg.optim.lr, cfg.optim.betas, cfg.optim.steps) == (1e-4, (0.8, 0.99), 1000)
+    assert (cfg.optim.milestones, cfg.optim.gamma) == ([200, 400], 0.25)
+    assert (cfg.optim.weight_decay, cfg.optim.grad_clip) == (1e-5, 10.0)
+    assert (cfg.loss.lambda_fit, cfg.loss.lambda_rec, cfg.loss.lambda_ce) == (16.0, 1.0, 1.0)
+    assert cfg.run.validation == Path("/data/DIV2K_valid_HR")
+    assert (cfg.run.validate_every, cfg.run.checkpoint_every) == (50, 500)
+    assert cfg.run.output == tmp_path / "runs" / "IRN_x4_custom"
+    assert cfg.model.init is None
+
+
+def test_load_config_original_option_file_pretrained_path(tmp_path: Path) -> None:
+    text = "scale: 2\nnetwork_G: {scale: 2, block_num: [8]}\npath: {pretrain_model_G: w.pth}\n"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing ignored here, so no warning
+        cfg = load_config(write(tmp_path, text, "opt.yml"))
+    assert cfg.model.init == tmp_path / "w.pth"
