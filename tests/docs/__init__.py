@@ -1,0 +1,1 @@
+"""Documentation-site checks (run by .ci/docs.sh, not by the main test run)."""
