@@ -19,7 +19,6 @@ Every problem is one `CheckpointError` saying what was found and what was expect
 
 from __future__ import annotations
 
-import importlib.resources
 import os
 import re
 import tempfile
@@ -322,23 +321,11 @@ def load(
 
 
 def _resolve(path_or_name: PathLike) -> Path:
-    """An existing file, or the name of a model shipped in `flowlearn/data/` (`.pt` optional)."""
+    """An existing checkpoint file (shipped models are loaded by `flowlearn.pretrained`)."""
     path = Path(path_or_name)
-    if path.is_file():
-        return path
-    data = importlib.resources.files("flowlearn") / "data"
-    name = os.fspath(path_or_name)
-    for candidate in (name, f"{name}.pt"):
-        shipped = data / candidate
-        if "/" not in name and shipped.is_file():
-            return Path(str(shipped))
-    available = (
-        sorted(p.name for p in data.iterdir() if p.name.endswith(".pt")) if data.is_dir() else []
-    )
-    raise FileNotFoundError(
-        f"checkpoint {name} does not exist"
-        + (f"; shipped models: {', '.join(available)}" if available else "")
-    )
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {os.fspath(path_or_name)} does not exist")
+    return path
 
 
 def load_irn(
@@ -351,7 +338,7 @@ def load_irn(
 
     Args:
         path_or_name: a flowlearn checkpoint or an original `.pth` state dict (a path, the name
-            of a model shipped in `flowlearn/data/`, or an already loaded dict).
+            or an already loaded dict).
         scale: expected scale; a checkpoint of another scale is a `CheckpointError`.
         map_location: device the model is moved to.
 

@@ -41,15 +41,16 @@ __all__ = ["register", "resolve_model"]
 _USER_ERRORS = (ValueError, OSError)  # ImageError, CheckpointError, ConfigError are ValueErrors
 
 
-def resolve_model(spec: str, *, scale: int | None = None, device: str = "cpu") -> IRN:
+def resolve_model(spec: str | None, *, scale: int | None = None, device: str = "cpu") -> IRN:
     r"""The IRN that `--model SPEC` names: a checkpoint file or the name of a shipped model.
 
-    All model lookup of the command line goes through here (`flowlearn.irn.checkpoint.load_irn`
-    reads both formats and the models shipped in `flowlearn/data/`).
+    All model lookup of the command line goes through here: `flowlearn.irn.checkpoint.load_irn`
+    reads both checkpoint formats, `flowlearn.pretrained` the models shipped in the package.
 
     Args:
         spec: a flowlearn checkpoint (`IRN.save`, `model.pt` of a training run), an original
-            IRN `.pth` state dict, or the name of a shipped model.
+            IRN `.pth` state dict, or the name of a shipped model (`x2`, `x4`); `None` means
+            the shipped model of `scale` (default `x4`).
         scale: when given, the model must have this scale.
         device: `"cpu"`, `"cuda"` or `"auto"`.
 
@@ -62,8 +63,10 @@ def resolve_model(spec: str, *, scale: int | None = None, device: str = "cpu") -
     """
     from flowlearn.irn.checkpoint import load_irn
     from flowlearn.irn.train import resolve_device
+    from flowlearn.pretrained import is_model_name, load_pretrained
 
-    model = load_irn(spec)
+    spec = spec or f"x{scale or 4}"
+    model = load_pretrained(spec) if is_model_name(spec) else load_irn(spec)
     if scale is not None and model.scale != scale:
         raise ValueError(f"{spec} is a x{model.scale} model, but --scale {scale} was given")
     return model.to(resolve_device(device)).eval()
@@ -292,10 +295,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         p.add_argument("--scale", type=int, choices=(2, 4, 8), help="check the model's scale")
         p.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
 
-    model_help = "flowlearn checkpoint or original IRN .pth file"
+    model_help = (
+        "shipped model (x2, x4; default: x{--scale or 4}), flowlearn checkpoint or original .pth"
+    )
     down = sub.add_parser("downscale", help="HR images → 8-bit LR PNGs")
     down.add_argument("images", nargs="+", metavar="IMAGE")
-    down.add_argument("--model", "-m", required=True, help=model_help)
+    down.add_argument("--model", "-m", help=model_help)
     down.add_argument("--out", "-o", required=True, type=Path, help="output folder")
     down.add_argument(
         "--pad", action="store_true", help="reflect-pad sizes that are not a multiple of the scale"
@@ -305,7 +310,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
     up = sub.add_parser("upscale", help="LR images → HR PNGs (z sampled)")
     up.add_argument("images", nargs="+", metavar="IMAGE")
-    up.add_argument("--model", "-m", required=True, help=model_help)
+    up.add_argument("--model", "-m", help=model_help)
     up.add_argument("--out", "-o", required=True, type=Path, help="output folder")
     up.add_argument("--temperature", type=float, default=1.0, help="std of z (0: z = 0)")
     up.add_argument("--seed", type=int, default=None, help="seed of z (default: random)")
