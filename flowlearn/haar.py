@@ -53,6 +53,37 @@ def haar_kernel(
     return filters.unsqueeze(1).repeat(channels, 1, 1, 1)  # (4C, 1, 2, 2)
 
 
+def _channels_last(x: Tensor) -> bool:
+    """Whether `x` is stored channels-last `(B, H, W, C)` (and not also plainly contiguous)."""
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _analysis(a: Tensor, b: Tensor, c: Tensor, d: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The unscaled bands of the 2×2 blocks [[a, b], [c, d]]: LL, left−right, top−bottom, diag."""
+    top_sum, top_diff = a + b, a - b
+    bottom_sum, bottom_diff = c + d, c - d
+    return (
+        top_sum + bottom_sum,  # a + b + c + d
+        top_diff + bottom_diff,  # a - b + c - d
+        top_sum - bottom_sum,  # a + b - c - d
+        top_diff - bottom_diff,  # a - b - c + d
+    )
+
+
+def _synthesis(
+    ll: Tensor, b1: Tensor, b2: Tensor, b3: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""$M^\top$ applied to the bands: $4k$ times the block entries a, b, c, d."""
+    top_sum, bottom_sum = ll + b2, ll - b2  # (a + b), (c + d), times 4k
+    top_diff, bottom_diff = b1 + b3, b1 - b3  # (a - b), (c - d), times 4k
+    return (
+        top_sum + top_diff,
+        top_sum - top_diff,
+        bottom_sum + bottom_diff,
+        bottom_sum - bottom_diff,
+    )
+
+
 class HaarDownsampling(Bijector):
     r"""One level of the 2-D Haar wavelet transform, `(B, C, H, W) -> (B, 4C, H/2, W/2)`.
 
@@ -105,7 +136,8 @@ class HaarDownsampling(Bijector):
         normalization: `"orthonormal"` ($k = \frac12$, log-det 0) or `"mean"` ($k = \frac14$).
         impl: `"reshape"` (reshapes and additions) or `"conv"` (a grouped stride-2
             convolution with the ±1 filters, the form of the original IRN code). Both compute
-            the same map.
+            the same map. `"reshape"` keeps the memory layout of its input: a channels-last
+            input (`torch.channels_last`) gives a channels-last output without a layout copy.
 
     Examples:
         >>> import torch
@@ -162,17 +194,18 @@ class HaarDownsampling(Bijector):
             bands = F.conv2d(x, self.kernel.to(x.dtype), stride=2, groups=c)  # (B, 4C, H/2, W/2)
             bands = bands.reshape(b, c, 4, h // 2, w // 2).transpose(1, 2)  # (B, 4, C, H/2, W/2)
             y = bands.reshape(b, 4 * c, h // 2, w // 2) * self.k  # (B, 4C, H/2, W/2)
+        elif _channels_last(x):  # same sums on the (B, H, W, C) memory order, no layout copy
+            blocks = x.permute(0, 2, 3, 1).reshape(b, h // 2, 2, w // 2, 2, c)  # rows, cols
+            a, bb = blocks[:, :, 0, :, 0], blocks[:, :, 0, :, 1]  # (B, H/2, W/2, C)
+            cc, d = blocks[:, :, 1, :, 0], blocks[:, :, 1, :, 1]
+            bands = torch.stack(_analysis(a, bb, cc, d), dim=3)  # (B, H/2, W/2, 4, C)
+            y = bands.reshape(b, h // 2, w // 2, 4 * c).permute(0, 3, 1, 2)  # (B, 4C, H/2, W/2)
+            y = y * self.k  # channels-last, band-major
         else:
             blocks = x.reshape(b, c, h // 2, 2, w // 2, 2)  # (B, C, H/2, 2, W/2, 2): rows, cols
             a, bb = blocks[:, :, :, 0, :, 0], blocks[:, :, :, 0, :, 1]  # top-left, top-right
             cc, d = blocks[:, :, :, 1, :, 0], blocks[:, :, :, 1, :, 1]  # bottom-left, -right
-            top_sum, top_diff = a + bb, a - bb
-            bottom_sum, bottom_diff = cc + d, cc - d
-            ll = top_sum + bottom_sum  # a + b + c + d
-            b1 = top_diff + bottom_diff  # a - b + c - d
-            b2 = top_sum - bottom_sum  # a + b - c - d
-            b3 = top_diff - bottom_diff  # a - b - c + d
-            bands = torch.stack((ll, b1, b2, b3), dim=1)  # (B, 4, C, H/2, W/2): band-major
+            bands = torch.stack(_analysis(a, bb, cc, d), dim=1)  # (B, 4, C, H/2, W/2)
             y = bands.reshape(b, 4 * c, h // 2, w // 2) * self.k  # (B, 4C, H/2, W/2)
         logdet = x.new_full((b,), c * h * w * self._logdet_per_element)
         return y, logdet
@@ -189,13 +222,18 @@ class HaarDownsampling(Bijector):
             bands = bands.reshape(b, 4 * c, h, w)  # (B, 4C, H/2, W/2): channel-major
             x = F.conv_transpose2d(bands, self.kernel.to(y.dtype), stride=2, groups=c)
             x = x * inv_k  # (B, C, H, W)
+        elif _channels_last(y):  # same sums on the (B, h, w, 4C) memory order
+            parts = y.permute(0, 2, 3, 1).reshape(b, h, w, 4, c).unbind(3)  # (B, h, w, C) each
+            a, bb, cc, d = _synthesis(*parts)
+            top = torch.stack((a, bb), dim=3)  # (B, h, w, 2, C): columns
+            bottom = torch.stack((cc, d), dim=3)
+            blocks = torch.stack((top, bottom), dim=2)  # (B, h, 2, w, 2, C): rows, columns
+            x = blocks.reshape(b, 2 * h, 2 * w, c).permute(0, 3, 1, 2) * inv_k  # (B, C, H, W)
         else:
-            ll, b1, b2, b3 = y.reshape(b, 4, c, h, w).unbind(1)  # each (B, C, H/2, W/2)
-            top_sum, bottom_sum = ll + b2, ll - b2  # (a + b), (c + d), times 4k
-            top_diff, bottom_diff = b1 + b3, b1 - b3  # (a - b), (c - d), times 4k
-            top = torch.stack((top_sum + top_diff, top_sum - top_diff), dim=-1)  # (a, b)
-            bottom = torch.stack((bottom_sum + bottom_diff, bottom_sum - bottom_diff), dim=-1)
-            blocks = torch.stack((top, bottom), dim=3)  # (B, C, H/2, 2, W/2, 2)
+            a, bb, cc, d = _synthesis(*y.reshape(b, 4, c, h, w).unbind(1))  # (B, C, h, w) each
+            top = torch.stack((a, bb), dim=-1)  # (B, C, h, w, 2): columns
+            bottom = torch.stack((cc, d), dim=-1)
+            blocks = torch.stack((top, bottom), dim=3)  # (B, C, h, 2, w, 2)
             x = blocks.reshape(b, c, 2 * h, 2 * w) * inv_k  # (B, C, H, W)
         logdet = y.new_full((b,), -c * 4 * h * w * self._logdet_per_element)
         return x, logdet

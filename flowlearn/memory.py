@@ -111,7 +111,8 @@ def run_sequence(
         >>> import torch
         >>> from flowlearn import AffineCoupling, nets
         >>> from flowlearn.checks import jitter_parameters
-        >>> layers = [jitter_parameters(AffineCoupling(4, nets.mlp(8), parity=i % 2)) for i in range(3)]
+        >>> layers = [AffineCoupling(4, nets.mlp(8), parity=i % 2) for i in range(3)]
+        >>> layers = [jitter_parameters(layer) for layer in layers]
         >>> x = torch.randn(5, 4)
         >>> y, ld = run_sequence(layers, x, memory_saving=True)
         >>> y.shape, ld.shape

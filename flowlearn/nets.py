@@ -232,6 +232,10 @@ class DenseBlock(nn.Module):
         """Map `(B, c_in, H, W)` to `(B, c_out, H, W)`; `x` itself is never modified."""
         check_rank(self, x, (4,))
         check_channels(self, x, self.c_in)
+        if x.stride(1) == 1 and not x.is_contiguous(memory_format=torch.channels_last):
+            # a channel slice of a channels-last tensor (a coupling's x2): one dense copy here
+            # instead of four strided reads by the concatenations below
+            x = x.contiguous(memory_format=torch.channels_last)
         # the in-place LeakyReLU acts on fresh convolution outputs only, never on x
         x1 = self.lrelu(self.conv1(x))  # (B, g, H, W)
         x2 = self.lrelu(self.conv2(torch.cat((x, x1), 1)))  # (B, g, H, W)

@@ -65,6 +65,18 @@ class IRN(Bijector):
         channels: image channels (3 for RGB); also the size of the LR branch of each coupling.
         memory_saving: during training, recompute activations by inversion instead of storing
             them (`flowlearn.memory`); same gradients up to round-off, a fraction of the memory.
+        channels_last: store the convolution weights and run the activations in the
+            channels-last memory layout (`torch.channels_last`), which the CPU (oneDNN) and GPU
+            (cuDNN) convolutions run faster; same results up to float round-off. Inputs of any
+            layout are accepted and `forward` / `inverse` return ordinary contiguous tensors.
+        bf16: run the dense-block sub-networks under bfloat16 autocast, keeping the coupling
+            arithmetic (exponent, exp, log-det) and the Haar transforms in the input's dtype
+            (see `IRNCoupling`). Faster on GPUs and bfloat16-capable CPUs; results change
+            beyond float32 round-off, so it is off by default.
+
+    Speed options change how the map is computed, never the map, the parameters or the
+    checkpoints; `config` holds the architecture only. See `flowlearn.speed` and the
+    performance page of the documentation.
 
     Examples:
         >>> import torch
@@ -91,6 +103,8 @@ class IRN(Bijector):
         growth: int = 32,
         channels: int = 3,
         memory_saving: bool = False,
+        channels_last: bool = True,
+        bf16: bool = False,
     ) -> None:
         super().__init__()
         self.memory_saving = memory_saving
@@ -124,6 +138,32 @@ class IRN(Bijector):
                 IRNCoupling(current, subnet, split=channels, clamp=clamp) for _ in range(n_blocks)
             ]
         self.operations = nn.ModuleList(operations)
+        self.channels_last = channels_last
+        self.bf16 = bf16
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether weights and activations use the channels-last layout (settable)."""
+        return self._channels_last
+
+    @channels_last.setter
+    def channels_last(self, value: bool) -> None:
+        self._channels_last = bool(value)
+        # strides only: values (and so the seeded initialisation) are unchanged
+        layout = torch.channels_last if value else torch.contiguous_format
+        self.to(memory_format=layout)  # type: ignore[call-overload]  # documented, untyped
+
+    @property
+    def bf16(self) -> bool:
+        """Whether the couplings run their sub-networks under bfloat16 autocast (settable)."""
+        return self._bf16
+
+    @bf16.setter
+    def bf16(self, value: bool) -> None:
+        self._bf16 = bool(value)
+        for op in self.operations:
+            if isinstance(op, IRNCoupling):
+                op.bf16 = self._bf16
 
     @property
     def config(self) -> dict[str, Any]:
@@ -147,18 +187,20 @@ class IRN(Bijector):
         """HR `(B, 3, H, W)` → `[LR, z]` `(B, 3s², H/s, W/s)`; log-det `(B,)`."""
         if self.memory_saving:
             self._check_hr(x)
-            return run_sequence(self._ops(), x, memory_saving=True)
-        y, logdet, _ = self.forward_with_intermediates(x, keep=False)
-        return y, logdet
+            y, logdet = run_sequence(self._ops(), self._layout(x), memory_saving=True)
+        else:
+            y, logdet, _ = self.forward_with_intermediates(x, keep=False)
+        return y.contiguous(), logdet
 
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """`[LR, z]` `(B, 3s², h, w)` → HR `(B, 3, sh, sw)`; log-det of the inverse `(B,)`."""
         if self.memory_saving:
             check_rank(self, y, (4,))
             check_channels(self, y, self.channels * self.scale**2)
-            return run_sequence(self._ops(), y, reverse=True, memory_saving=True)
-        x, logdet, _ = self.inverse_with_intermediates(y, keep=False)
-        return x, logdet
+            x, logdet = run_sequence(self._ops(), self._layout(y), reverse=True, memory_saving=True)
+        else:
+            x, logdet, _ = self.inverse_with_intermediates(y, keep=False)
+        return x.contiguous(), logdet
 
     def forward_with_intermediates(
         self, x: Tensor, *, keep: bool = True
@@ -169,6 +211,7 @@ class IRN(Bijector):
             `(y, logdet, outputs)`; `outputs[i]` is the output of `operations[i]`.
         """
         self._check_hr(x)
+        x = self._layout(x)
         logdet = x.new_zeros(x.shape[0])
         outputs: list[Tensor] = []
         for op in self._ops():
@@ -184,6 +227,7 @@ class IRN(Bijector):
         """Like `inverse`, also returning the output of every inverted operation, last first."""
         check_rank(self, y, (4,))
         check_channels(self, y, self.channels * self.scale**2)
+        y = self._layout(y)
         logdet = y.new_zeros(y.shape[0])
         outputs: list[Tensor] = []
         for op in reversed(self._ops()):
@@ -291,10 +335,32 @@ class IRN(Bijector):
         """Read a checkpoint written by `save` (optionally checking its scale)."""
         return checkpoint.load(path, scale=scale, map_location=map_location)
 
+    @classmethod
+    def pretrained(
+        cls,
+        scale: int | str = 2,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> IRN:
+        """The model shipped with flowlearn for `scale` (`2`, `4` or `"x2"`, …), in eval mode.
+
+        See `flowlearn.pretrained.load_pretrained`.
+        """
+        from flowlearn.pretrained import load_pretrained
+
+        return load_pretrained(scale, device=device, dtype=dtype)
+
     # ----------------------------------------------------------------------------- helpers
 
     def _ops(self) -> list[Bijector]:
         return list(self.operations)  # type: ignore[arg-type]
+
+    def _layout(self, x: Tensor) -> Tensor:
+        """`x` in the memory layout the operations run in (a copy only when it differs)."""
+        if self.channels_last:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
 
     def _check_hr(self, x: Tensor) -> None:
         check_rank(self, x, (4,))
