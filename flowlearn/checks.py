@@ -172,8 +172,12 @@ def brute_force_logdet(layer: Bijector, x: Tensor) -> tuple[Tensor, Tensor]:
     mask = ~torch.eye(batch, dtype=torch.bool, device=jac.device)  # (B, B) off-diagonal
     off = jac.permute(0, 2, 1, 3)[mask]  # (B(B-1), D, D)
     cross = off.abs().max() if off.numel() else jac.new_zeros(())
-    sign, logabsdet = torch.linalg.slogdet(diag)
-    logabsdet = torch.where(sign == 0, torch.full_like(logabsdet, -math.inf), logabsdet)
+    # One matrix at a time: a batched slogdet runs LAPACK inside torch's own parallel loop, and
+    # that nested parallelism can stall on a busy machine.
+    logabsdet = jac.new_empty(batch)
+    for b in range(batch):
+        sign, value = torch.linalg.slogdet(diag[b])
+        logabsdet[b] = value if sign != 0 else -math.inf
     return logabsdet, cross
 
 
