@@ -66,17 +66,19 @@ class IRN(Bijector):
         memory_saving: during training, recompute activations by inversion instead of storing
             them (`flowlearn.memory`); same gradients up to round-off, a fraction of the memory.
         channels_last: store the convolution weights and run the activations in the
-            channels-last memory layout (`torch.channels_last`), which the CPU (oneDNN) and GPU
-            (cuDNN) convolutions run faster; same results up to float round-off. Inputs of any
-            layout are accepted and `forward` / `inverse` return ordinary contiguous tensors.
+            channels-last memory layout (`torch.channels_last`), in which oneDNN runs these
+            convolutions faster on CPU (and cuDNN prefers for bfloat16 and TF32 on GPUs); same
+            results up to float round-off. Inputs of any layout are accepted and `forward` /
+            `inverse` return ordinary contiguous tensors.
         bf16: run the dense-block sub-networks under bfloat16 autocast, keeping the coupling
             arithmetic (exponent, exp, log-det) and the Haar transforms in the input's dtype
             (see `IRNCoupling`). Faster on GPUs and bfloat16-capable CPUs; results change
             beyond float32 round-off, so it is off by default.
 
-    Speed options change how the map is computed, never the map, the parameters or the
-    checkpoints; `config` holds the architecture only. See `flowlearn.speed` and the
-    performance page of the documentation.
+    The speed options (`memory_saving`, `channels_last`, `bf16`) never change the parameters,
+    their names or the checkpoints, and `config` (the architecture) leaves them out; they can be
+    switched on an existing model. See `flowlearn.speed` and the performance page of the
+    documentation.
 
     Examples:
         >>> import torch
