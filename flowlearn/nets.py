@@ -17,6 +17,7 @@ there. (Check such a layer with `flowlearn.checks.jitter_parameters` first.)
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowlearn.core import SubnetFactory, check_channels, check_rank
@@ -178,6 +179,15 @@ class DenseBlock(nn.Module):
     scaled by 0, with zero bias. conv5 is therefore zero and the block outputs zeros. The
     attribute names `conv1` … `conv5` give the state-dict keys of the original checkpoints.
 
+    Computation: $\mathrm{conv}_5$ is split by its input channels,
+    $\mathrm{conv}_5([x, x_1, x_2, x_3, x_4]) = \mathrm{conv}_5|_{x..x_3}([x, x_1, x_2, x_3]) +
+    \mathrm{conv}_5|_{x_4}(x_4)$, and its first part runs in the same convolution as
+    $\mathrm{conv}_4$, which reads the same input (their weights stacked along the output
+    channels). The widest concatenation, $[x, x_1, \dots, x_4]$, is then never built or kept
+    for the backward pass; the result differs from the formula above only by float round-off
+    (the order of a sum). A channel slice of a channels-last input (a coupling's $x_2$) is
+    copied once to a dense tensor first, so that the concatenations read it contiguously.
+
     References:
         M. Xiao, S. Zheng, C. Liu, Y. Wang, D. He, G. Ke, J. Bian, Z. Lin, T.-Y. Liu, 2020.
         "Invertible Image Rescaling." ECCV 2020, arXiv:2005.05650, §4.1 (the transformation
@@ -240,8 +250,15 @@ class DenseBlock(nn.Module):
         x1 = self.lrelu(self.conv1(x))  # (B, g, H, W)
         x2 = self.lrelu(self.conv2(torch.cat((x, x1), 1)))  # (B, g, H, W)
         x3 = self.lrelu(self.conv3(torch.cat((x, x1, x2), 1)))  # (B, g, H, W)
-        x4 = self.lrelu(self.conv4(torch.cat((x, x1, x2, x3), 1)))  # (B, g, H, W)
-        return self.conv5(torch.cat((x, x1, x2, x3, x4), 1))
+        # conv4 and the [x, x1, x2, x3] part of conv5 in one convolution of the same input
+        n = self.c_in + 3 * self.growth
+        w5 = self.conv5.weight
+        weight = torch.cat((self.conv4.weight, w5[:, :n]), 0)  # (g + c_out, n, 3, 3)
+        bias = torch.cat((self.conv4.bias, self.conv5.bias))  # type: ignore[arg-type]
+        both = F.conv2d(torch.cat((x, x1, x2, x3), 1), weight, bias, padding=1)
+        pre4, out = both.split((self.growth, self.c_out), 1)  # (B, g, H, W), (B, c_out, H, W)
+        x4 = F.leaky_relu(pre4, self.lrelu.negative_slope)  # not in place: a view of `both`
+        return out + F.conv2d(x4, w5[:, n:], padding=1)  # + the x4 part of conv5
 
 
 def mlp(hidden: int = 64, depth: int = 2) -> SubnetFactory:

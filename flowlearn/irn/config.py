@@ -50,7 +50,9 @@ A configuration has five sections. Every field, its default and its meaning:
 * `log_every` (int, 100): steps between CSV rows (validation steps always get one).
 * `log_csv` (str, "log.csv"): CSV file name, relative to `output`.
 * `device` ("cpu", "cuda" or "auto"; "auto"): "auto" picks CUDA when available.
-* `bf16` (bool, false): bfloat16 autocast of the loss computation; CUDA only.
+* `bf16` (bool, false): run the dense-block sub-networks under bfloat16 autocast (`IRN.bf16`;
+  the exponent, log-determinant and losses stay float32); validation and the returned model use
+  float32. Fast on GPUs and on CPUs with bfloat16 units (AMX, AVX512-BF16), slow elsewhere.
 
 Relative paths written in a YAML file are resolved against the folder of that file. Defaults
 that the file does not set, the shipped configurations (`x2`, `x4`, `x8`, `tiny`, in
