@@ -73,7 +73,7 @@ class AffineCoupling(Bijector):
 
     References:
         L. Dinh, J. Sohl-Dickstein, S. Bengio, 2016. "Density estimation using Real NVP."
-        arXiv:1605.08803, §3.3 (affine coupling layer, Eq. 4–5; Jacobian Eq. 6; inverse
+        arXiv:1605.08803, §3.2–3.3 (affine coupling layer, Eq. 4–5; Jacobian Eq. 6; inverse
         Eq. 7–8) and §3.4 (masked convolution, checkerboard and channel-wise masks, Eq. 9).
 
     Args:

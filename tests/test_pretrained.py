@@ -7,6 +7,7 @@ from types import ModuleType
 
 import pytest
 import torch
+from conftest import shared_path
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -265,3 +266,24 @@ def test_export_refuses_model_worse_than_bicubic(
     table = capsys.readouterr().out
     assert "| ×2 | IRN (mean of 2 z draws ± spread) |" in table
     assert "43.99 / 0.9871" in table and "30.24 / 0.8688" in table
+
+
+@pytest.mark.parametrize("name", ["x2", "x4"])
+def test_shipped_model_round_trips_through_the_original_layout(name: str) -> None:
+    """The files in flowlearn/weights/ load into the original code's state-dict layout exactly."""
+    assert name in available_models(), f"flowlearn ships IRN {name}"
+    shipped = load_pretrained(name)
+    official = shipped.to_official()
+    fixture = torch.load(
+        shared_path("fixtures", "irn_reference", f"irn_{name}_seed0.pt"), weights_only=True
+    )
+    # the key names of the original code's checkpoint of this scale (Haar kernels included)
+    keys = fixture["state_dict"] if "state_dict" in fixture else fixture["state_dict_keys"]
+    assert list(official) == list(keys)
+    again = IRN.from_official(official, scale=shipped.scale)
+    a, b = shipped.state_dict(), again.state_dict()
+    assert list(a) == list(b)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(shipped(x)[0], again(x)[0])
