@@ -168,8 +168,9 @@ def irn_optimizer(
     r"""Adam as the IRN recipe uses it (L2 weight decay), in PyTorch's fused implementation.
 
     The fused Adam updates every parameter in one kernel per step instead of about ten small
-    operations per parameter tensor; an IRN has 240 (×2) to 720 (×8) of them, and on a CPU the
-    per-tensor loop costs as much as a tenth of a training step. The update is the same formula
+    operations per parameter tensor; an IRN has 240 (×2) to 720 (×8) of them. In a profile of
+    an ×4 training step on a 2-core CPU (batch 4, 64×64) Adam and clipping took 13 ms instead of
+    32 ms, about 2 % of the step (see the performance page). The update is the same formula
     (Kingma & Ba, 2015, Algorithm 1), equal up to float round-off. Parameters that fused Adam
     cannot handle (a device or dtype it lacks) get the ordinary implementation.
 
@@ -193,11 +194,8 @@ def clip_gradients(params: Iterable[nn.Parameter], max_norm: float) -> float:
     """Scale all gradients together so their global L2 norm is at most `max_norm`; the norm.
 
     `torch.nn.utils.clip_grad_norm_` with its multi-tensor (`foreach`) kernels, which the CPU
-    would otherwise not use.
+    would otherwise not use. Parameters without a gradient are skipped (none at all: 0).
     """
-    params = [p for p in params if p.grad is not None]
-    if not params:
-        return 0.0
     return float(nn.utils.clip_grad_norm_(params, max_norm, foreach=True))
 
 
