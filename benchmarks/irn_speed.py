@@ -32,7 +32,10 @@ Modes (every one computes the same map from the same weights):
 
 Timing: all modes of one scale live in one process and their steps are interleaved (round
 robin, rotating the order), so a load change on a shared machine hits every mode alike; medians
-of `--repeats` steps after `--warmup`. Peak memory: each (scale, mode) runs its training steps in
+of `--repeats` steps after `--warmup`. Ratios also move between processes (by a few hundredths
+on a shared 2-core machine: memory placement, neighbours); `--processes N` runs the timing in N
+fresh processes one after the other and pools their steps (paired ratios are paired within a
+process). Peak memory: each (scale, mode) runs its training steps in
 a fresh process: peak resident set size (`ru_maxrss`, which includes the ~300 MiB of the PyTorch
 runtime; `baseline_mb` is the value before the first step) on CPU, `max_memory_allocated` on
 CUDA.
@@ -289,9 +292,30 @@ def worker_time(args: argparse.Namespace) -> dict[str, Any]:
             "train_step_min_s": round(min(times[mode]), 4),
             "infer_s": round(statistics.median(infer[mode]), 4),
             "train_steps_s": [round(t, 4) for t in times[mode]],
+            "infer_runs_s": [round(t, 4) for t in infer[mode]],
         }
         for mode in trainers
     }
+
+
+def pooled_time(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The timing results of several worker processes, pooled.
+
+    Medians and minimum over all steps of all processes; the step lists are concatenated in
+    process order, so that step i of every mode still comes from the same round.
+    """
+    pooled: dict[str, Any] = {}
+    for mode in runs[0]:
+        steps = [t for run in runs for t in run[mode]["train_steps_s"]]
+        infer = [t for run in runs for t in run[mode]["infer_runs_s"]]
+        pooled[mode] = {
+            "train_step_s": round(statistics.median(steps), 4),
+            "train_step_min_s": round(min(steps), 4),
+            "infer_s": round(statistics.median(infer), 4),
+            "train_steps_s": steps,
+            "train_step_s_per_process": [run[mode]["train_step_s"] for run in runs],
+        }
+    return pooled
 
 
 def worker_memory(args: argparse.Namespace) -> dict[str, Any]:
@@ -389,6 +413,9 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument(
+        "--processes", type=int, default=1, help="timing processes to pool (fresh each)"
+    )
     parser.add_argument("--infer-size", type=int, default=512)
     parser.add_argument("--infer-repeats", type=int, default=3)
     parser.add_argument("--out", default=None, help="also write the JSON to this file")
@@ -402,6 +429,8 @@ def main() -> None:
     configure_backends(threads=args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("irn_speed: --device cuda but CUDA is not available")
+    if args.processes < 1:
+        raise SystemExit(f"irn_speed: --processes must be at least 1, got {args.processes}")
     if args.patch % max([*args.scales, args.scale]) or args.infer_size % 8:
         raise SystemExit("irn_speed: --patch must be divisible by the scales, --infer-size by 8")
     args.modes = args.modes or (CUDA_MODES if args.device == "cuda" else CPU_MODES)
@@ -419,7 +448,8 @@ def main() -> None:
     results: dict[str, Any] = {f"x{s}": {m: {} for m in args.modes} for s in args.scales}
     for scale in args.scales:
         if "time" in args.measure:
-            for mode, values in _run_worker("time", args, scale, args.modes).items():
+            runs = [_run_worker("time", args, scale, args.modes) for _ in range(args.processes)]
+            for mode, values in pooled_time(runs).items():
                 results[f"x{scale}"][mode].update(values)
         if "memory" in args.measure:
             for mode in args.modes:
@@ -452,6 +482,7 @@ def main() -> None:
         "patch": args.patch,
         "threads": args.threads,
         "repeats": args.repeats,
+        "processes": args.processes,
         "infer_size": args.infer_size,
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),

@@ -16,13 +16,23 @@ there. (Check such a layer with `flowlearn.checks.jitter_parameters` first.)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowlearn.core import SubnetFactory, check_channels, check_rank
 
-__all__ = ["MLP", "ConvNet", "DenseBlock", "conv_net", "dense_block", "mlp"]
+__all__ = [
+    "MLP",
+    "ConvNet",
+    "DenseBlock",
+    "conv_net",
+    "dense_block",
+    "dense_blocks_on_one_input",
+    "mlp",
+]
 
 
 def _check_positive(name: str, **values: int) -> None:
@@ -179,14 +189,9 @@ class DenseBlock(nn.Module):
     scaled by 0, with zero bias. conv5 is therefore zero and the block outputs zeros. The
     attribute names `conv1` … `conv5` give the state-dict keys of the original checkpoints.
 
-    Computation: $\mathrm{conv}_5$ is split by its input channels,
-    $\mathrm{conv}_5([x, x_1, x_2, x_3, x_4]) = \mathrm{conv}_5|_{x..x_3}([x, x_1, x_2, x_3]) +
-    \mathrm{conv}_5|_{x_4}(x_4)$, and its first part runs in the same convolution as
-    $\mathrm{conv}_4$, which reads the same input (their weights stacked along the output
-    channels). The widest concatenation, $[x, x_1, \dots, x_4]$, is then never built or kept
-    for the backward pass; the result differs from the formula above only by float round-off
-    (the order of a sum). A channel slice of a channels-last input (a coupling's $x_2$) is
-    copied once to a dense tensor first, so that the concatenations read it contiguously.
+    Computation: five convolution calls arranged for speed (conv4 with most of conv5), equal
+    to the formula above up to float round-off; see `dense_blocks_on_one_input`, which also
+    runs several blocks that read one input together.
 
     References:
         M. Xiao, S. Zheng, C. Liu, Y. Wang, D. He, G. Ke, J. Bian, Z. Lin, T.-Y. Liu, 2020.
@@ -240,25 +245,130 @@ class DenseBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Map `(B, c_in, H, W)` to `(B, c_out, H, W)`; `x` itself is never modified."""
-        check_rank(self, x, (4,))
-        check_channels(self, x, self.c_in)
-        if x.stride(1) == 1 and not x.is_contiguous(memory_format=torch.channels_last):
-            # a channel slice of a channels-last tensor (a coupling's x2): one dense copy here
-            # instead of four strided reads by the concatenations below
-            x = x.contiguous(memory_format=torch.channels_last)
+        return dense_blocks_on_one_input([self], x)[0]
+
+    def _after_conv1(self, x: Tensor, x1: Tensor) -> Tensor:
+        """The block from conv2 on, given its input `x` and `x1 = lrelu(conv1(x))`."""
         # the in-place LeakyReLU acts on fresh convolution outputs only, never on x
-        x1 = self.lrelu(self.conv1(x))  # (B, g, H, W)
         x2 = self.lrelu(self.conv2(torch.cat((x, x1), 1)))  # (B, g, H, W)
         x3 = self.lrelu(self.conv3(torch.cat((x, x1, x2), 1)))  # (B, g, H, W)
         # conv4 and the [x, x1, x2, x3] part of conv5 in one convolution of the same input
-        n = self.c_in + 3 * self.growth
-        w5 = self.conv5.weight
-        weight = torch.cat((self.conv4.weight, w5[:, :n]), 0)  # (g + c_out, n, 3, 3)
+        # (one split, not two slices: its backward is one concatenation of the two gradients)
+        w5, w5_x4 = self.conv5.weight.split((self.c_in + 3 * self.growth, self.growth), 1)
+        weight = torch.cat((self.conv4.weight, w5), 0)  # (g + c_out, c_in + 3g, 3, 3)
         bias = torch.cat((self.conv4.bias, self.conv5.bias))  # type: ignore[arg-type]
         both = F.conv2d(torch.cat((x, x1, x2, x3), 1), weight, bias, padding=1)
         pre4, out = both.split((self.growth, self.c_out), 1)  # (B, g, H, W), (B, c_out, H, W)
         x4 = F.leaky_relu(pre4, self.lrelu.negative_slope)  # not in place: a view of `both`
-        return out + F.conv2d(x4, w5[:, n:], padding=1)  # + the x4 part of conv5
+        return out + F.conv2d(x4, w5_x4, padding=1)  # + the x4 part of conv5
+
+
+def dense_blocks_on_one_input(blocks: Sequence[DenseBlock], x: Tensor) -> list[Tensor]:
+    r"""Apply several `DenseBlock`s to the same input `x`: `[block(x) for block in blocks]`.
+
+    This is how every `DenseBlock` computes (a single block is a list of one); the result
+    equals the formula in `DenseBlock` up to float round-off (the order of sums):
+
+    * conv5 is split by its input channels, $\mathrm{conv}_5([x, x_1, \dots, x_4]) =
+      \mathrm{conv}_5|_{x..x_3}([x, x_1, x_2, x_3]) + \mathrm{conv}_5|_{x_4}(x_4)$, and its
+      first part runs in the same convolution as conv4, which reads the same input (weights
+      stacked along the output channels). The widest concatenation, $[x, x_1, \dots, x_4]$,
+      is never built or kept for the backward pass.
+    * The first convolutions of all blocks read the same $x$ and run as one convolution,
+      their weights stacked along the output channels.
+    * Blocks of one shape (IRN's $\rho$ and $\eta$, which both read $y_1$) run each later
+      convolution together as a grouped convolution, group $i$ being block $i$, when the maps
+      are small (batch × height × width up to `GROUPED_PIXELS`).
+
+    On CPU each convolution call and its backward pass has a fixed cost (oneDNN primitive
+    set-up) that matters at IRN's sizes, so fewer, larger calls pay: five per group of blocks
+    instead of five per block (`benchmarks/irn_speed.py` measures it). A channel slice of a
+    channels-last input (a coupling's $x_2$) is copied once to a dense tensor first, so that
+    the concatenations read it contiguously.
+
+    Args:
+        blocks: dense blocks with the same `c_in` (any `c_out` and `growth`).
+        x: their common input `(B, c_in, H, W)`.
+
+    Returns:
+        The output of each block, in order.
+
+    Examples:
+        >>> import torch
+        >>> from flowlearn.nets import DenseBlock, dense_blocks_on_one_input
+        >>> _ = torch.manual_seed(0)
+        >>> a, b, c = DenseBlock(3, 9), DenseBlock(3, 9), DenseBlock(3, 5)
+        >>> for block in (a, b, c):  # conv5 starts at zero: give it some weights
+        ...     _ = torch.nn.init.normal_(block.conv5.weight, std=0.01)
+        >>> x = torch.randn(2, 3, 8, 8)
+        >>> ya, yb, yc = dense_blocks_on_one_input([a, b, c], x)
+        >>> [torch.allclose(y, block(x), atol=1e-6) for y, block in zip((ya, yb, yc), (a, b, c))]
+        [True, True, True]
+    """
+    if not blocks:
+        raise ValueError("dense_blocks_on_one_input: expected at least one DenseBlock")
+    first = blocks[0]
+    for block in blocks:
+        check_rank(block, x, (4,))
+        check_channels(block, x, block.c_in)
+    if x.stride(1) == 1 and not x.is_contiguous(memory_format=torch.channels_last):
+        x = x.contiguous(memory_format=torch.channels_last)
+    if len(blocks) == 1:
+        return [first._after_conv1(x, first.lrelu(first.conv1(x)))]
+    weight = torch.cat([block.conv1.weight for block in blocks])
+    bias = torch.cat([block.conv1.bias for block in blocks])  # type: ignore[misc]
+    stacked = first.lrelu(F.conv2d(x, weight, bias, padding=1))  # fresh: in place is safe
+    x1s = stacked.split([block.growth for block in blocks], 1)
+    batch, _, height, width = x.shape
+    if len({_shape(block) for block in blocks}) == 1 and batch * height * width <= GROUPED_PIXELS:
+        return _grouped_after_conv1(blocks, x, x1s)
+    return [block._after_conv1(x, x1) for block, x1 in zip(blocks, x1s)]
+
+
+GROUPED_PIXELS = 2048
+"""Largest batch × height × width at which `dense_blocks_on_one_input` groups convolutions.
+
+Measured with oneDNN on a 2-core x86-64 CPU (forward and backward, channels-last): at
+4 × 16 × 16 the grouped convolutions of two IRN sub-networks take 10–30 % less time than two
+separate calls each (the fixed cost of a call dominates); at 4 × 32 × 32 they are even; on
+large maps (inference on whole images) grouped ones are slower.
+"""
+
+
+def _shape(block: DenseBlock) -> tuple[int, int, int, float]:
+    return block.c_in, block.c_out, block.growth, block.lrelu.negative_slope
+
+
+def _grouped_after_conv1(
+    blocks: Sequence[DenseBlock], x: Tensor, x1s: Sequence[Tensor]
+) -> list[Tensor]:
+    """`block._after_conv1(x, x1)` for blocks of one shape, each convolution run once.
+
+    Group i of every grouped convolution is block i: its input features, weights and outputs.
+    """
+    n, first = len(blocks), blocks[0]
+    g, c_out, slope = first.growth, first.c_out, first.lrelu.negative_slope
+    feats = [[x, x1] for x1 in x1s]  # the features each block has so far
+
+    def conv(inputs: int, weights: list[Tensor], biases: list[Tensor]) -> Tensor:
+        stacked = torch.cat([t for f in feats for t in f[:inputs]], 1)  # group i: block i's
+        return F.conv2d(stacked, torch.cat(weights), torch.cat(biases), padding=1, groups=n)
+
+    for k in (2, 3):  # x2 = lrelu(conv2([x, x1])), x3 = lrelu(conv3([x, x1, x2]))
+        convs = [getattr(block, f"conv{k}") for block in blocks]
+        out = F.leaky_relu_(conv(k, [c.weight for c in convs], [c.bias for c in convs]), slope)
+        for f, xk in zip(feats, out.split(g, 1)):
+            f.append(xk)
+    # conv4 and the [x, x1, x2, x3] part of conv5 in one convolution (see DenseBlock)
+    w5 = [b.conv5.weight.split((first.c_in + 3 * g, g), 1) for b in blocks]
+    both = conv(
+        4,
+        [w for b, (w5_x, _) in zip(blocks, w5) for w in (b.conv4.weight, w5_x)],
+        [v for b in blocks for v in (b.conv4.bias, b.conv5.bias)],  # type: ignore[misc]
+    ).split((g, c_out) * n, 1)
+    x4 = F.leaky_relu_(torch.cat(both[0::2], 1), slope)  # (B, n g, H, W), a fresh tensor
+    last = F.conv2d(x4, torch.cat([w5_x4 for _, w5_x4 in w5]), padding=1, groups=n)
+    return [out + rest for out, rest in zip(both[1::2], last.split(c_out, 1))]
 
 
 def mlp(hidden: int = 64, depth: int = 2) -> SubnetFactory:

@@ -5,7 +5,15 @@ import torch
 from conftest import shared_path
 from torch import nn
 
-from flowlearn.nets import MLP, ConvNet, DenseBlock, conv_net, dense_block, mlp
+from flowlearn.nets import (
+    MLP,
+    ConvNet,
+    DenseBlock,
+    conv_net,
+    dense_block,
+    dense_blocks_on_one_input,
+    mlp,
+)
 
 
 def dense_block_param_count(c_in: int, c_out: int, g: int = 32) -> int:
@@ -105,6 +113,53 @@ def test_dense_block_does_not_modify_input() -> None:
     out = block(x)
     assert torch.equal(x, x_before)
     assert torch.count_nonzero(out) > 0
+
+
+def dense_block_formula(block: DenseBlock, x: torch.Tensor) -> torch.Tensor:
+    """The dense block as written in its docstring: concatenate, then convolve, five times."""
+    feats = [x]
+    for k in range(1, 6):
+        conv = getattr(block, f"conv{k}")
+        out = nn.functional.conv2d(torch.cat(feats, 1), conv.weight, conv.bias, padding=1)
+        feats.append(nn.functional.leaky_relu(out, 0.2) if k < 5 else out)
+    return feats[-1]
+
+
+def _jittered(c_in: int, c_out: int, seed: int) -> DenseBlock:
+    torch.manual_seed(seed)
+    block = DenseBlock(c_in, c_out, growth=8).double()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return block
+
+
+@pytest.mark.parametrize("shapes", [[(3, 9)], [(3, 9), (3, 9)], [(3, 9), (3, 5), (3, 9)]])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("size", [(6, 5), (40, 30)])  # grouped / separate (GROUPED_PIXELS)
+def test_dense_blocks_on_one_input_equal_the_formula_with_gradients(
+    shapes: list[tuple[int, int]], layout: torch.memory_format, size: tuple[int, int]
+) -> None:
+    blocks = [_jittered(c_in, c_out, seed) for seed, (c_in, c_out) in enumerate(shapes)]
+    x = torch.randn(2, 3, *size, dtype=torch.float64).contiguous(memory_format=layout)
+    x.requires_grad_(True)
+    outs = dense_blocks_on_one_input(blocks, x)
+    refs = [dense_block_formula(block, x) for block in blocks]
+    for out, ref in zip(outs, refs, strict=True):
+        torch.testing.assert_close(out, ref, atol=1e-12, rtol=0)
+    params = [p for block in blocks for p in block.parameters()]
+    weights = [torch.randn_like(ref) for ref in refs]
+    grads = torch.autograd.grad(sum((o * w).sum() for o, w in zip(outs, weights)), [x, *params])
+    grads_ref = torch.autograd.grad(sum((r * w).sum() for r, w in zip(refs, weights)), [x, *params])
+    for grad, grad_ref in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(grad, grad_ref, atol=1e-12, rtol=0)
+
+
+def test_dense_blocks_on_one_input_rejects_no_blocks_and_wrong_channels() -> None:
+    with pytest.raises(ValueError, match="at least one DenseBlock"):
+        dense_blocks_on_one_input([], torch.randn(1, 3, 4, 4))
+    with pytest.raises(ValueError, match="channels"):
+        dense_blocks_on_one_input([DenseBlock(3, 9), DenseBlock(4, 9)], torch.randn(1, 3, 4, 4))
 
 
 def test_dense_block_gradients_flow_to_input() -> None:

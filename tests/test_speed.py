@@ -7,6 +7,7 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import torch
@@ -118,7 +119,7 @@ def test_irn_coupling_bf16_keeps_exponent_and_logdet_in_float32() -> None:
     x = torch.randn(2, 12, 8, 8)
     y, logdet = block(x)
     assert seen == [torch.bfloat16]  # the sub-network ran in bfloat16 ...
-    assert block._log_scale(x[:, :3]).dtype == torch.float32  # ... s is cast back before exp
+    assert block._shift_and_log_scale(x[:, :3])[1].dtype == torch.float32  # s: cast back
     assert y.dtype == logdet.dtype == torch.float32
     with torch.no_grad():
         x_back, logdet_inv = block.inverse(y)
@@ -245,3 +246,20 @@ def test_benchmark_plain_mode_computes_the_same_map() -> None:
     z = torch.randn(2, 45, 4, 4, dtype=torch.float64)
     loss_plain = irn_losses(plain, hr, lr_ref, z=z).total  # type: ignore[arg-type]
     torch.testing.assert_close(loss_plain, irn_losses(net, hr, lr_ref, z=z).total)
+
+
+def test_benchmark_pools_processes_keeping_rounds_paired() -> None:
+    bench = _benchmark_module()
+
+    def run(plain: list[float], default: list[float]) -> dict[str, Any]:
+        def mode(steps: list[float]) -> dict[str, Any]:
+            return {"train_steps_s": steps, "infer_runs_s": [0.5], "train_step_s": steps[0]}
+
+        return {"plain": mode(plain), "default": mode(default)}
+
+    pooled = bench.pooled_time([run([1.0, 3.0], [0.5, 1.2]), run([2.0, 2.0], [1.0, 0.8])])
+    assert pooled["plain"]["train_steps_s"] == [1.0, 3.0, 2.0, 2.0]  # process order
+    assert pooled["default"]["train_steps_s"] == [0.5, 1.2, 1.0, 0.8]  # same rounds
+    assert pooled["plain"]["train_step_s"] == 2.0  # median of all four steps
+    assert pooled["default"]["train_step_min_s"] == 0.5
+    assert pooled["plain"]["train_step_s_per_process"] == [1.0, 2.0]

@@ -2,10 +2,14 @@ r"""The coupling layer of the Invertible Rescaling Net ("InvBlock" in the paper)
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, TypeGuard
+
 import torch
 from torch import Tensor, nn
 
 from flowlearn.core import Bijector, SubnetFactory, check_channels, check_rank
+from flowlearn.nets import DenseBlock, dense_blocks_on_one_input
 
 __all__ = ["IRNCoupling"]
 
@@ -37,7 +41,11 @@ class IRNCoupling(Bijector):
     initialisation consumes the generator.
 
     Unlike the original code, which stores $s$ on the module and returns its batch mean, the
-    log-determinant here is returned per sample and nothing is kept between calls.
+    log-determinant here is returned per sample and nothing is kept between calls. $\rho$ and
+    $\eta$ read the same $y_1$; dense-block sub-networks then run together
+    (`flowlearn.nets.dense_blocks_on_one_input`: one first convolution for both, and grouped
+    convolutions on small maps), which gives the same values up to float round-off in fewer
+    convolution calls.
 
     With `bf16=True` only the sub-networks run under `torch.autocast` in bfloat16 (their
     convolutions are where the time goes). Everything after them stays in the dtype of the
@@ -110,17 +118,35 @@ class IRNCoupling(Bijector):
         bf16 = ", bf16=True" if self.bf16 else ""
         return f"{self.channels}, split={self.split}, clamp={self.clamp}{bf16}"
 
+    def _autocast(self, v: Tensor) -> AbstractContextManager[Any]:
+        """bfloat16 autocast on `v`'s device when `bf16` is set, else no change.
+
+        Without `bf16`, an outer autocast, if any, stays in force.
+        """
+        if not self.bf16:
+            return nullcontext()
+        return torch.autocast(v.device.type, dtype=torch.bfloat16)
+
     def _run(self, net: nn.Module, v: Tensor) -> Tensor:
         """Apply a sub-network, under bfloat16 autocast when `bf16` is set."""
-        if not self.bf16:
-            return net(v)
-        with torch.autocast(v.device.type, dtype=torch.bfloat16):
+        with self._autocast(v):
             return net(v)
 
-    def _log_scale(self, y1: Tensor) -> Tensor:
-        r"""The bounded exponent $s = \text{clamp}\,(2\sigma(\rho(y_1)) - 1)$, in `y1`'s dtype."""
-        h = self._run(self.H, y1).to(y1.dtype)  # float32 under bf16 autocast: s feeds exp(s)
-        return self.clamp * (torch.sigmoid(h) * 2 - 1)
+    def _shift_and_log_scale(self, y1: Tensor) -> tuple[Tensor, Tensor]:
+        r"""$\eta(y_1)$ and the bounded exponent $s = \text{clamp}\,(2\sigma(\rho(y_1)) - 1)$.
+
+        Both sub-networks read $y_1$; plain dense blocks (no hooks, not compiled) then run
+        together (`flowlearn.nets.dense_blocks_on_one_input`). $s$ is in `y1`'s dtype: under
+        bfloat16 autocast $\rho$'s output is cast back first, since $s$ feeds $\exp(s)$.
+        """
+        G, H = self.G, self.H
+        with self._autocast(y1):
+            if _fusable(G) and _fusable(H) and G.c_in == H.c_in:
+                shift, h = dense_blocks_on_one_input([G, H], y1)
+            else:
+                shift, h = G(y1), H(y1)
+        h = h.to(y1.dtype)
+        return shift, self.clamp * (torch.sigmoid(h) * 2 - 1)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         r"""Couple `(B, C, H, W) -> (B, C, H, W)`; log-det $\sum s$ per sample."""
@@ -128,16 +154,37 @@ class IRNCoupling(Bijector):
         check_channels(self, x, self.channels)
         x1, x2 = x[:, : self.split], x[:, self.split :]
         y1 = x1 + self._run(self.F, x2)  # Eq. 1: y1 = x1 + phi(x2)
-        s = self._log_scale(y1)
-        y2 = x2 * torch.exp(s) + self._run(self.G, y1)  # Eq. 2: y2 = x2 * exp(rho(y1)) + eta(y1)
-        return torch.cat((y1, y2), dim=1), s.flatten(1).sum(1)
+        shift, s = self._shift_and_log_scale(y1)
+        y2 = x2 * torch.exp(s) + shift  # Eq. 2: y2 = x2 * exp(rho(y1)) + eta(y1)
+        return torch.cat((y1, y2), dim=1), _sum_per_sample(s)
 
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
         r"""Undo the coupling, `(B, C, H, W) -> (B, C, H, W)`; log-det $-\sum s$ per sample."""
         check_rank(self, y, (2, 4))
         check_channels(self, y, self.channels)
         y1, y2 = y[:, : self.split], y[:, self.split :]
-        s = self._log_scale(y1)
-        x2 = (y2 - self._run(self.G, y1)) / torch.exp(s)  # inverse of Eq. 2
+        shift, s = self._shift_and_log_scale(y1)
+        x2 = (y2 - shift) / torch.exp(s)  # inverse of Eq. 2
         x1 = y1 - self._run(self.F, x2)  # inverse of Eq. 1
-        return torch.cat((x1, x2), dim=1), -s.flatten(1).sum(1)
+        return torch.cat((x1, x2), dim=1), -_sum_per_sample(s)
+
+
+def _fusable(net: nn.Module) -> TypeGuard[DenseBlock]:
+    """Whether `net` is a `DenseBlock` whose call does nothing beyond its `forward`.
+
+    Forward hooks (its own or global ones) and `torch.compile` act only on calls of the module
+    itself, so such a block is called on its own.
+    """
+    global_hooks = getattr(nn.modules.module, "_global_forward_hooks", None) or getattr(
+        nn.modules.module, "_global_forward_pre_hooks", None
+    )
+    return (
+        isinstance(net, DenseBlock)
+        and not (net._forward_hooks or net._forward_pre_hooks or global_hooks)
+        and getattr(net, "_compiled_call_impl", None) is None
+    )
+
+
+def _sum_per_sample(s: Tensor) -> Tensor:
+    """Sum over all but the batch dimension (no copy for channels-last `s`, unlike flatten)."""
+    return s.sum(dim=tuple(range(1, s.dim())))
