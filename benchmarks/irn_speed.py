@@ -4,7 +4,7 @@ Usage:
     python benchmarks/irn_speed.py [--scales 2 4] [--batch 4] [--patch 64] [--threads 2]
         [--modes plain default memory_saving ...] [--repeats 10] [--device cpu|cuda]
         [--measure time memory] [--infer-size 512] [--out results.json]
-    python benchmarks/irn_speed.py --profile default [--scales 2] [--batch 4] [--patch 64]
+    python benchmarks/irn_speed.py --profile default [plain ...] [--scales 2] [--batch 4]
     python benchmarks/irn_speed.py --drift [--threads 1]
 
 Prints JSON `{"x2": {"plain": {"train_step_s": …, "infer_s": …, "peak_mb": …}, "default": {…},
@@ -419,7 +419,7 @@ def main() -> None:
     parser.add_argument("--infer-size", type=int, default=512)
     parser.add_argument("--infer-repeats", type=int, default=3)
     parser.add_argument("--out", default=None, help="also write the JSON to this file")
-    parser.add_argument("--profile", metavar="MODE", default=None)
+    parser.add_argument("--profile", metavar="MODE", nargs="+", default=None)
     parser.add_argument("--profile-rows", type=int, default=20)
     parser.add_argument("--drift", action="store_true", help="measure inversion drift instead")
     hidden = argparse.SUPPRESS  # worker processes only
@@ -439,7 +439,8 @@ def main() -> None:
         print(json.dumps(result))
         return
     if args.profile is not None:
-        profile(args, args.profile)
+        for mode in args.profile:  # one process: the modes see the same machine
+            profile(args, mode)
         return
     if args.drift:
         print(json.dumps(worker_drift(args), indent=2))
