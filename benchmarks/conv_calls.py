@@ -22,15 +22,13 @@ alike; medians of `--repeats` after 5 warm-up rounds. Prints JSON.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from irn_speed import machine_meta, print_json  # this folder: run as a script
 
 CL = torch.channels_last
 NCHW = torch.contiguous_format
@@ -127,18 +125,10 @@ def main() -> None:
             "threads": args.threads,
             "batch": args.batch,
             "repeats": args.repeats,
-            "torch": torch.__version__,
-            "machine": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
+            **machine_meta(),
         },
     }
-    text = json.dumps(result, indent=2)
-    if args.out:
-        tmp = f"{args.out}.tmp"
-        with open(tmp, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, args.out)
-    print(text)
+    print_json(result, args.out)
 
 
 if __name__ == "__main__":

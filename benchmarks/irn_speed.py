@@ -485,18 +485,30 @@ def main() -> None:
         "repeats": args.repeats,
         "processes": args.processes,
         "infer_size": args.infer_size,
-        "torch": torch.__version__,
-        "machine": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
+        **machine_meta(),
         "load_before": load_before,
         "load_after": _load(),
     }
-    text = json.dumps(results, indent=2)
-    if args.out:
-        tmp = f"{args.out}.tmp"
+    print_json(results, args.out)
+
+
+def machine_meta() -> dict[str, Any]:
+    """torch version, processor and CPU count, for the `meta` of a benchmark's JSON."""
+    return {
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+    }
+
+
+def print_json(result: dict[str, Any], out: str | None) -> None:
+    """Print `result` as JSON and, when `out` is given, write it there atomically."""
+    text = json.dumps(result, indent=2)
+    if out:
+        tmp = f"{out}.tmp"
         with open(tmp, "w") as f:
             f.write(text + "\n")
-        os.replace(tmp, args.out)
+        os.replace(tmp, out)
     print(text)
 
 
