@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -173,6 +174,20 @@ def test_train_bf16_runs_subnetworks_in_bf16_and_returns_float32(
     assert result.losses[0] == plain.losses[0]
     assert result.losses[1] == pytest.approx(plain.losses[1], rel=2e-2)
     assert result.losses[1] != plain.losses[1]
+
+
+def test_train_bf16_warns_on_a_cpu_without_bfloat16(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: False)
+    cfg = tiny(images, tmp_path / "slow", **{"run.bf16": True, "optim.steps": 1})
+    with pytest.warns(UserWarning, match="slower than float32"):
+        train(cfg, progress=False)
+    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: None)  # unknown: no warning
+    cfg = tiny(images, tmp_path / "unknown", **{"run.bf16": True, "optim.steps": 1})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        train(cfg, progress=False)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")

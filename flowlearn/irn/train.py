@@ -32,6 +32,7 @@ import os
 import random
 import tempfile
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from flowlearn.irn.data import IRNTrainSet, train_loader
 from flowlearn.irn.evaluate import evaluate_folder
 from flowlearn.irn.losses import irn_losses
 from flowlearn.irn.model import IRN, load_irn
+from flowlearn.speed import cpu_has_bf16
 
 __all__ = [
     "LOG_COLUMNS",
@@ -305,6 +307,12 @@ def train(
             "(in the configuration, or with --set data.train=FOLDER)"
         )
     device = resolve_device(cfg.run.device)
+    if cfg.run.bf16 and device.type == "cpu" and cpu_has_bf16() is False:
+        warnings.warn(
+            "run.bf16 on a CPU without bfloat16 instructions (AVX512-BF16 or AMX): the "
+            "bfloat16 sub-networks will be slower than float32 here; set run.bf16=false",
+            stacklevel=2,
+        )
     out = Path(cfg.run.output)
     ckpt_path, model_path, log_path = out / "checkpoint.pt", out / "model.pt", out / cfg.run.log_csv
     if resume and not ckpt_path.is_file():
