@@ -281,8 +281,9 @@ def dense_blocks_on_one_input(blocks: Sequence[DenseBlock], x: Tensor) -> list[T
       are small (batch × height × width up to `GROUPED_PIXELS`).
 
     On CPU each convolution call and its backward pass has a fixed cost (oneDNN primitive
-    set-up) that matters at IRN's sizes, so fewer, larger calls pay: five per group of blocks
-    instead of five per block (`benchmarks/irn_speed.py` measures it). A channel slice of a
+    set-up) that matters at IRN's sizes, so fewer, larger calls pay: grouped, two blocks make
+    five calls instead of ten (`benchmarks/conv_calls.py` and `benchmarks/irn_speed.py`
+    measure it). A channel slice of a
     channels-last input (a coupling's $x_2$) is copied once to a dense tensor first, so that
     the concatenations read it contiguously.
 
@@ -315,6 +316,8 @@ def dense_blocks_on_one_input(blocks: Sequence[DenseBlock], x: Tensor) -> list[T
         x = x.contiguous(memory_format=torch.channels_last)
     if len(blocks) == 1:
         return [first._after_conv1(x, first.lrelu(first.conv1(x)))]
+    if len({block.lrelu.negative_slope for block in blocks}) > 1:  # conv1 + lrelu differ
+        return [dense_blocks_on_one_input([block], x)[0] for block in blocks]
     weight = torch.cat([block.conv1.weight for block in blocks])
     bias = torch.cat([block.conv1.bias for block in blocks])  # type: ignore[misc]
     stacked = first.lrelu(F.conv2d(x, weight, bias, padding=1))  # fresh: in place is safe
@@ -330,8 +333,9 @@ GROUPED_PIXELS = 2048
 
 Measured with oneDNN on a 2-core x86-64 CPU (forward and backward, channels-last): at
 4 × 16 × 16 the grouped convolutions of two IRN sub-networks take 10–30 % less time than two
-separate calls each (the fixed cost of a call dominates); at 4 × 32 × 32 they are even; on
-large maps (inference on whole images) grouped ones are slower.
+separate calls each (the fixed cost of a call dominates); at 4 × 32 × 32 the convolutions alone
+are 10–20 % faster grouped, but a whole training step is even (the grouped concatenations cost
+more); on large maps (inference on whole images) grouped ones are slower.
 """
 
 

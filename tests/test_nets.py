@@ -155,6 +155,16 @@ def test_dense_blocks_on_one_input_equal_the_formula_with_gradients(
         torch.testing.assert_close(grad, grad_ref, atol=1e-12, rtol=0)
 
 
+def test_dense_blocks_on_one_input_keeps_each_blocks_slope() -> None:
+    a, b = _jittered(3, 9, 0), _jittered(3, 9, 1)
+    b.lrelu.negative_slope = 0.1  # no longer the shape of `a`: nothing is shared
+    x = torch.randn(2, 3, 6, 5, dtype=torch.float64)
+    ya, yb = dense_blocks_on_one_input([a, b], x)
+    torch.testing.assert_close(ya, dense_block_formula(a, x), atol=1e-12, rtol=0)
+    assert not torch.allclose(yb, dense_block_formula(b, x))  # the formula there uses 0.2
+    torch.testing.assert_close(yb, b(x), atol=1e-12, rtol=0)
+
+
 def test_dense_blocks_on_one_input_rejects_no_blocks_and_wrong_channels() -> None:
     with pytest.raises(ValueError, match="at least one DenseBlock"):
         dense_blocks_on_one_input([], torch.randn(1, 3, 4, 4))
