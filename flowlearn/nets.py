@@ -247,21 +247,6 @@ class DenseBlock(nn.Module):
         """Map `(B, c_in, H, W)` to `(B, c_out, H, W)`; `x` itself is never modified."""
         return dense_blocks_on_one_input([self], x)[0]
 
-    def _after_conv1(self, x: Tensor, x1: Tensor) -> Tensor:
-        """The block from conv2 on, given its input `x` and `x1 = lrelu(conv1(x))`."""
-        # the in-place LeakyReLU acts on fresh convolution outputs only, never on x
-        x2 = self.lrelu(self.conv2(torch.cat((x, x1), 1)))  # (B, g, H, W)
-        x3 = self.lrelu(self.conv3(torch.cat((x, x1, x2), 1)))  # (B, g, H, W)
-        # conv4 and the [x, x1, x2, x3] part of conv5 in one convolution of the same input
-        # (one split, not two slices: its backward is one concatenation of the two gradients)
-        w5, w5_x4 = self.conv5.weight.split((self.c_in + 3 * self.growth, self.growth), 1)
-        weight = torch.cat((self.conv4.weight, w5), 0)  # (g + c_out, c_in + 3g, 3, 3)
-        bias = torch.cat((self.conv4.bias, self.conv5.bias))  # type: ignore[arg-type]
-        both = F.conv2d(torch.cat((x, x1, x2, x3), 1), weight, bias, padding=1)
-        pre4, out = both.split((self.growth, self.c_out), 1)  # (B, g, H, W), (B, c_out, H, W)
-        x4 = F.leaky_relu(pre4, self.lrelu.negative_slope)  # not in place: a view of `both`
-        return out + F.conv2d(x4, w5_x4, padding=1)  # + the x4 part of conv5
-
 
 def dense_blocks_on_one_input(blocks: Sequence[DenseBlock], x: Tensor) -> list[Tensor]:
     r"""Apply several `DenseBlock`s to the same input `x`: `[block(x) for block in blocks]`.
@@ -315,7 +300,7 @@ def dense_blocks_on_one_input(blocks: Sequence[DenseBlock], x: Tensor) -> list[T
     if x.stride(1) == 1 and not x.is_contiguous(memory_format=torch.channels_last):
         x = x.contiguous(memory_format=torch.channels_last)
     if len(blocks) == 1:
-        return [first._after_conv1(x, first.lrelu(first.conv1(x)))]
+        return _after_conv1(blocks, x, [first.lrelu(first.conv1(x))])
     if len({block.lrelu.negative_slope for block in blocks}) > 1:  # conv1 + lrelu differ
         return [dense_blocks_on_one_input([block], x)[0] for block in blocks]
     weight = torch.cat([block.conv1.weight for block in blocks])
@@ -324,8 +309,8 @@ def dense_blocks_on_one_input(blocks: Sequence[DenseBlock], x: Tensor) -> list[T
     x1s = stacked.split([block.growth for block in blocks], 1)
     batch, _, height, width = x.shape
     if len({_shape(block) for block in blocks}) == 1 and batch * height * width <= GROUPED_PIXELS:
-        return _grouped_after_conv1(blocks, x, x1s)
-    return [block._after_conv1(x, x1) for block, x1 in zip(blocks, x1s)]
+        return _after_conv1(blocks, x, x1s)
+    return [_after_conv1([block], x, [x1])[0] for block, x1 in zip(blocks, x1s)]
 
 
 GROUPED_PIXELS = 2048
@@ -343,35 +328,43 @@ def _shape(block: DenseBlock) -> tuple[int, int, int, float]:
     return block.c_in, block.c_out, block.growth, block.lrelu.negative_slope
 
 
-def _grouped_after_conv1(
-    blocks: Sequence[DenseBlock], x: Tensor, x1s: Sequence[Tensor]
-) -> list[Tensor]:
-    """`block._after_conv1(x, x1)` for blocks of one shape, each convolution run once.
+def _after_conv1(blocks: Sequence[DenseBlock], x: Tensor, x1s: Sequence[Tensor]) -> list[Tensor]:
+    """Blocks of one shape from conv2 on, given their input `x` and `x1 = lrelu(conv1(x))` each.
 
-    Group i of every grouped convolution is block i: its input features, weights and outputs.
+    Each convolution runs once for all blocks, as a grouped convolution whose group i is block
+    i (its input features, weights and outputs); a single block is a group of one.
     """
     n, first = len(blocks), blocks[0]
     g, c_out, slope = first.growth, first.c_out, first.lrelu.negative_slope
     feats = [[x, x1] for x1 in x1s]  # the features each block has so far
 
+    def cat(tensors: list[Tensor]) -> Tensor:
+        return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+
     def conv(inputs: int, weights: list[Tensor], biases: list[Tensor]) -> Tensor:
         stacked = torch.cat([t for f in feats for t in f[:inputs]], 1)  # group i: block i's
-        return F.conv2d(stacked, torch.cat(weights), torch.cat(biases), padding=1, groups=n)
+        return F.conv2d(stacked, cat(weights), cat(biases), padding=1, groups=n)
 
+    # the in-place LeakyReLU acts on fresh convolution outputs only, never on x
     for k in (2, 3):  # x2 = lrelu(conv2([x, x1])), x3 = lrelu(conv3([x, x1, x2]))
         convs = [getattr(block, f"conv{k}") for block in blocks]
         out = F.leaky_relu_(conv(k, [c.weight for c in convs], [c.bias for c in convs]), slope)
         for f, xk in zip(feats, out.split(g, 1)):
             f.append(xk)
-    # conv4 and the [x, x1, x2, x3] part of conv5 in one convolution (see DenseBlock)
+    # conv4 and the [x, x1, x2, x3] part of conv5 in one convolution of the same input
+    # (one split, not two slices: its backward is one concatenation of the two gradients)
     w5 = [b.conv5.weight.split((first.c_in + 3 * g, g), 1) for b in blocks]
     both = conv(
         4,
         [w for b, (w5_x, _) in zip(blocks, w5) for w in (b.conv4.weight, w5_x)],
         [v for b in blocks for v in (b.conv4.bias, b.conv5.bias)],  # type: ignore[misc]
-    ).split((g, c_out) * n, 1)
-    x4 = F.leaky_relu_(torch.cat(both[0::2], 1), slope)  # (B, n g, H, W), a fresh tensor
-    last = F.conv2d(x4, torch.cat([w5_x4 for _, w5_x4 in w5]), padding=1, groups=n)
+    ).split((g, c_out) * n, 1)  # (B, g, H, W), (B, c_out, H, W) for each block
+    pre4 = list(both[0::2])
+    if n == 1:  # not in place: a view of the convolution's output
+        x4 = F.leaky_relu(pre4[0], slope)
+    else:
+        x4 = F.leaky_relu_(torch.cat(pre4, 1), slope)  # (B, n g, H, W), a fresh tensor
+    last = F.conv2d(x4, cat([w5_x4 for _, w5_x4 in w5]), padding=1, groups=n)  # x4 part of conv5
     return [out + rest for out, rest in zip(both[1::2], last.split(c_out, 1))]
 
 

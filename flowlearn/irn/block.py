@@ -141,7 +141,7 @@ class IRNCoupling(Bijector):
         """
         G, H = self.G, self.H
         with self._autocast(y1):
-            if _fusable(G) and _fusable(H) and G.c_in == H.c_in:
+            if _fusable(G) and _fusable(H):
                 shift, h = dense_blocks_on_one_input([G, H], y1)
             else:
                 shift, h = G(y1), H(y1)
