@@ -56,12 +56,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from flowlearn.core import Bijector
 from flowlearn.haar import HaarDownsampling, haar_kernel
 from flowlearn.irn import IRN, IRNCoupling, irn_losses, quantize
 from flowlearn.irn.train import clip_gradients, irn_optimizer
@@ -178,7 +179,7 @@ def build_mode(mode: str, scale: int, device: str) -> tuple[nn.Module, Callable[
     base = base_irn(scale, device)
     if mode == "plain":
         return PlainIRN(base), nullcontext
-    options = {
+    options: dict[str, Any] = {
         "nchw": {"channels_last": False},
         "memory_saving": {"memory_saving": True},
         "bf16": {"bf16": True},
@@ -238,7 +239,7 @@ class Trainer:
         gen = torch.Generator(device=self.device).manual_seed(4)
         with self.context():
             lr = self.model.downscale(image)  # type: ignore[operator]
-            return self.model.upscale(lr, generator=gen)  # type: ignore[operator,no-any-return]
+            return self.model.upscale(lr, generator=gen)  # type: ignore[operator]
 
 
 def _sync(device: str) -> None:
@@ -350,7 +351,7 @@ def worker_drift(args: argparse.Namespace) -> dict[str, Any]:
                     if ".conv5." in name:
                         p.copy_(std * torch.randn(p.shape, generator=g, dtype=dtype))
             x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1), dtype=dtype)
-            errors = inversion_drift(list(net.operations), x)
+            errors = inversion_drift(cast("list[Bijector]", list(net.operations)), x)
             with torch.no_grad():
                 largest = float(net(x)[0].abs().max())
             key = f"conv5_std{std}_{str(dtype).removeprefix('torch.')}"
@@ -393,7 +394,8 @@ def _run_worker(
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"irn_speed: worker {kind} x{scale} {modes} failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 def _load() -> list[float]:

@@ -28,11 +28,14 @@ import copy
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from flowlearn.core import Bijector
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 __all__ = [
     "CheckReport",
@@ -99,7 +102,7 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def jitter_parameters(module: nn.Module, scale: float = 0.05, seed: int = 0) -> nn.Module:
+def jitter_parameters(module: ModuleT, scale: float = 0.05, seed: int = 0) -> ModuleT:
     r"""Add seeded Gaussian noise $\mathcal{N}(0, \text{scale}^2)$ to every floating parameter.
 
     Freshly built couplings are the identity (their last layer is zero), so checking them proves
