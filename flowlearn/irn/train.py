@@ -172,7 +172,7 @@ def irn_optimizer(
     The fused Adam updates every parameter in one kernel per step instead of about ten small
     operations per parameter tensor; an IRN has 240 (×2) to 720 (×8) of them. In a profile of
     an ×4 training step on a 2-core CPU (batch 4, 64×64) Adam and clipping took 19 ms instead of
-    42 ms, about 2 % of the step (the performance page has the profile). The update is the same formula
+    42 ms, about 2 % of the step (see the performance page). The update is the same formula
     (Kingma & Ba, 2015, Algorithm 1), equal up to float round-off. Parameters that fused Adam
     cannot handle (a device or dtype it lacks) get the ordinary implementation.
 
