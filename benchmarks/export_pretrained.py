@@ -3,7 +3,7 @@
 Usage:
     python benchmarks/export_pretrained.py RUN [--out FILE] [--hardware TEXT]
         [--training-data TEXT] [--set5 DIR] [--set14 DIR | --skip-set14] [--draws 5]
-        [--seed 0] [--device auto] [--force]
+        [--seed 0] [--device auto] [--force] [--no-wall-time]
 
 RUN is a training run folder (its checkpoint.pt, else its model.pt), a training checkpoint,
 a flowlearn checkpoint (IRN.save) or an original IRN .pth file. The script
@@ -15,7 +15,8 @@ a flowlearn checkpoint (IRN.save) or an original IRN .pth file. The script
 3. refuses to export (exit status 1) unless IRN beats bicubic in Set5 Y-PSNR, except with
    --force (the metadata then records "forced_export": true);
 4. writes --out (default flowlearn/weights/irn_x<s>.safetensors) atomically, with the config
-   and metadata (scale, blocks, steps, wall time, hardware, training data, Set5/Set14 Y-PSNR and
+   and metadata (scale, blocks, steps, wall time (null with --no-wall-time, for a run whose
+   clock also counted pauses), hardware, training data, Set5/Set14 Y-PSNR and
    SSIM with their spread over draws, the bicubic numbers, the recipe) in the safetensors
    header, reads it back and checks the weights.
 """
@@ -113,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
     parser.add_argument("--force", action="store_true", help="export even if bicubic is better")
+    parser.add_argument(
+        "--no-wall-time",
+        action="store_true",
+        help="record no wall time (a resumed or paused run, whose clock is not a training time)",
+    )
     args = parser.parse_args(argv)
     args.device = resolve_device(args.device)
 
@@ -159,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         "scale": scale,
         "blocks": list(model.blocks),
         "steps": run["steps"],
-        "wall_time_s": run["wall_time_s"],
+        "wall_time_s": None if args.no_wall_time else run["wall_time_s"],
         "hardware": args.hardware,
         "training_data": training_data,
         **numbers,

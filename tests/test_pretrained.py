@@ -268,6 +268,29 @@ def test_export_refuses_model_worse_than_bicubic(
     assert "43.99 / 0.9871" in table and "30.24 / 0.8688" in table
 
 
+def test_export_records_the_training_clock_unless_told_not_to(
+    tmp_path: Path, tiny_sets: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pretrained, "weights_dir", lambda: tmp_path / "no_weights")
+    export = script("export_pretrained")
+    net = small_irn(2)
+    run = tmp_path / "checkpoint.pt"  # the layout of flowlearn.irn.train's checkpoints
+    torch.save(
+        {"format": export.TRAIN_FORMAT, "model_config": dict(net.config),
+         "model": net.state_dict(), "step": 7, "seconds": 12.34, "config": {}},
+        run,
+    )  # fmt: skip
+    out = tmp_path / "irn_x2.safetensors"
+    argv = [str(run), "--out", str(out), "--set5", str(tiny_sets[0]), "--skip-set14",
+            "--draws", "1", "--device", "cpu", "--force"]  # fmt: skip
+    assert export.main(argv) == 0
+    meta = pretrained_info(out)["metadata"]
+    assert meta["steps"] == 7 and meta["wall_time_s"] == pytest.approx(12.3)
+    assert export.main([*argv, "--no-wall-time"]) == 0
+    meta = pretrained_info(out)["metadata"]
+    assert meta["steps"] == 7 and meta["wall_time_s"] is None
+
+
 @pytest.mark.parametrize("name", ["x2", "x4"])
 def test_shipped_model_round_trips_through_the_original_layout(name: str) -> None:
     """The files in flowlearn/weights/ load into the original code's state-dict layout exactly."""
