@@ -229,3 +229,13 @@ def test_load_config_original_option_file_pretrained_path(tmp_path: Path) -> Non
         warnings.simplefilter("error")  # nothing ignored here, so no warning
         cfg = load_config(write(tmp_path, text, "opt.yml"))
     assert cfg.model.init == tmp_path / "w.pth"
+
+
+@pytest.mark.parametrize("shards", [0, 5])
+def test_run_shards_must_fit_the_batch(shards: int) -> None:
+    with pytest.raises(
+        ConfigError, match=r"run\.shards.*1 to data\.batch_size = 4, got " + str(shards)
+    ):
+        load_config("x2", overrides=[f"run.shards={shards}", "data.batch_size=4"])
+    assert load_config("x2", overrides=["run.shards=4", "data.batch_size=4"]).run.shards == 4
+    assert load_config("x2").run.shards is None

@@ -9,7 +9,7 @@ import torch
 from conftest import shared_path
 
 from flowlearn.checks import jitter_parameters
-from flowlearn.irn import IRN, IRNLosses, irn_losses, quantize
+from flowlearn.irn import IRN, IRNLosses, irn_backward, irn_losses, quantize
 
 FIXTURES = ("fixtures", "irn_reference")
 
@@ -153,3 +153,144 @@ def test_irn_losses_wrong_lr_ref_raises() -> None:
     net = small_irn()
     with pytest.raises(ValueError, match=r"expected lr_ref of shape \(2, 3, 4, 4\)"):
         irn_losses(net, torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8))
+
+
+def _gradients(net: IRN, run: Any) -> tuple[IRNLosses, list[torch.Tensor]]:
+    net.zero_grad(set_to_none=True)
+    losses = run()
+    return losses, [p.grad.clone() for p in net.parameters()]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("shards", [2, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_irn_backward_shards_give_the_gradient_of_the_whole_batch(
+    shards: int, dtype: torch.dtype
+) -> None:
+    net = small_irn().to(dtype)
+    gen = torch.Generator().manual_seed(5)
+    hr, lr_ref = (
+        torch.rand(5, 3, 8, 8, generator=gen, dtype=dtype),
+        torch.rand(5, 3, 4, 4, dtype=dtype),
+    )
+    z = torch.randn(5, 9, 4, 4, generator=gen, dtype=dtype)  # 5 samples: shards of unequal size
+    whole, expected = _gradients(net, lambda: _backward(irn_losses(net, hr, lr_ref, z=z)))
+    parts, grads = _gradients(net, lambda: irn_backward(net, hr, lr_ref, z=z, shards=shards))
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    for name in ("fit", "distr", "rec", "total"):
+        torch.testing.assert_close(
+            getattr(parts, name), getattr(whole, name).detach(), rtol=tol, atol=0
+        )
+    assert max(float((g - e).abs().max() / e.abs().max()) for g, e in zip(grads, expected)) < tol
+    assert any(float(e.abs().max()) > 0 for e in expected)
+
+
+def _backward(losses: IRNLosses) -> IRNLosses:
+    losses.total.backward()
+    return losses
+
+
+def test_irn_backward_shards_a_memory_saving_irn_too() -> None:
+    net = small_irn()
+    saving = IRN(2, blocks=[1], growth=4, memory_saving=True)
+    saving.load_state_dict(net.state_dict())
+    hr, lr_ref, z = torch.rand(4, 3, 8, 8), torch.rand(4, 3, 4, 4), torch.randn(4, 9, 4, 4)
+    _, expected = _gradients(net, lambda: _backward(irn_losses(net, hr, lr_ref, z=z)))
+    _, grads = _gradients(saving, lambda: irn_backward(saving, hr, lr_ref, z=z, shards=2))
+    assert max(float((g - e).abs().max() / e.abs().max()) for g, e in zip(grads, expected)) < 1e-5
+
+
+def test_irn_backward_draws_the_latent_irn_losses_would_draw() -> None:
+    net = small_irn()
+    hr, lr_ref = torch.rand(4, 3, 8, 8), torch.rand(4, 3, 4, 4)
+    seeded = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    whole, expected = _gradients(
+        net, lambda: _backward(irn_losses(net, hr, lr_ref, generator=seeded()))
+    )
+    parts, grads = _gradients(
+        net, lambda: irn_backward(net, hr, lr_ref, generator=seeded(), shards=2)
+    )
+    torch.testing.assert_close(parts.rec, whole.rec.detach(), rtol=1e-5, atol=0)
+    other, _ = _gradients(
+        net,
+        lambda: irn_backward(net, hr, lr_ref, generator=torch.Generator().manual_seed(8), shards=2),
+    )
+    assert not torch.equal(other.rec, parts.rec)
+    for g, e in zip(grads, expected):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
+
+
+def test_irn_backward_is_reproducible_and_accumulates_like_backward() -> None:
+    net = small_irn()
+    hr, lr_ref, z = torch.rand(4, 3, 8, 8), torch.rand(4, 3, 4, 4), torch.randn(4, 9, 4, 4)
+    _, first = _gradients(net, lambda: irn_backward(net, hr, lr_ref, z=z, shards=2))
+    _, again = _gradients(net, lambda: irn_backward(net, hr, lr_ref, z=z, shards=2))
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    irn_backward(net, hr, lr_ref, z=z, shards=2)  # .grad holds one batch's gradient: now two
+    for p, g in zip(net.parameters(), first):
+        torch.testing.assert_close(p.grad, 2 * g)
+
+
+def test_irn_backward_gives_the_input_its_gradient_too() -> None:
+    net = small_irn()
+    lr_ref, z = torch.rand(4, 3, 4, 4), torch.randn(4, 9, 4, 4)
+    a = torch.rand(4, 3, 8, 8, requires_grad=True)
+    b = a.detach().clone().requires_grad_(True)
+    _backward(irn_losses(net, a, lr_ref, z=z))
+    irn_backward(net, b, lr_ref, z=z, shards=2)
+    assert a.grad is not None and b.grad is not None
+    torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_irn_backward_restores_the_thread_count_even_when_a_shard_fails() -> None:
+    net = small_irn()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        irn_backward(net, torch.rand(2, 3, 8, 8), torch.rand(2, 3, 4, 4), shards=2)
+        assert torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match="expected lr_ref of shape"):  # each shard raises
+            irn_backward(net, torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), shards=2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(
+    ("hr", "lr_ref", "shards", "match"),
+    [
+        ((2, 3, 8, 8), (2, 3, 4, 4), 0, "shards must be a positive integer, got 0"),
+        ((2, 3, 8, 8), (2, 3, 4, 4), 3, r"B >= shards = 3, received HR of shape \(2, 3, 8, 8\)"),
+        ((2, 3, 8, 8), (3, 3, 4, 4), 2, r"LR of shape \(3, 3, 4, 4\)"),
+    ],
+)
+def test_irn_backward_rejects_bad_shards_and_batches(
+    hr: tuple[int, ...], lr_ref: tuple[int, ...], shards: int, match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        irn_backward(small_irn(), torch.rand(hr), torch.rand(lr_ref), shards=shards)
+
+
+def test_irn_backward_default_is_one_shard_per_cpu_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import flowlearn.irn.losses as losses_module
+
+    batches: list[int] = []
+
+    def counted(model: IRN, hr: torch.Tensor, *args: Any, **kwargs: Any) -> IRNLosses:
+        batches.append(hr.shape[0])
+        return irn_losses(model, hr, *args, **kwargs)
+
+    monkeypatch.setattr(losses_module, "irn_losses", counted)
+    net = small_irn()
+    threads = torch.get_num_threads()
+    seen = {}
+    try:
+        for n_threads, batch in ((2, 4), (1, 4), (2, 1), (3, 2)):
+            torch.set_num_threads(n_threads)
+            batches.clear()
+            irn_backward(net, torch.rand(batch, 3, 8, 8), torch.rand(batch, 3, 4, 4))
+            seen[n_threads, batch] = sorted(batches)
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == {(2, 4): [2, 2], (1, 4): [4], (2, 1): [1], (3, 2): [1, 1]}

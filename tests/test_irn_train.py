@@ -125,7 +125,7 @@ def test_train_tiny_run_loss_falls_and_writes_run_folder(images: Path, tmp_path:
 def test_train_non_finite_loss_names_step_and_keeps_checkpoint(
     images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = train_module.irn_losses
+    real = train_module.irn_backward
     calls = []
 
     def poisoned(*args, **kwargs):
@@ -135,7 +135,7 @@ def test_train_non_finite_loss_names_step_and_keeps_checkpoint(
             losses.total = losses.total * float("nan")
         return losses
 
-    monkeypatch.setattr(train_module, "irn_losses", poisoned)
+    monkeypatch.setattr(train_module, "irn_backward", poisoned)
     cfg = tiny(images, tmp_path / "run", **{"run.checkpoint_every": 2, "optim.steps": 10})
     with pytest.raises(TrainingError, match=r"step 3: the loss is nan.*checkpoint.*\(step 2\)"):
         train(cfg, progress=False)
@@ -221,3 +221,28 @@ def test_irn_optimizer_and_clipping_match_the_plain_loop() -> None:
     for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
     assert clip_gradients([nn.Parameter(torch.ones(2))], 1.0) == 0.0  # no gradients: no-op
+
+
+def test_train_shards_the_batch_as_configured(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = train_module.irn_backward
+    shards_seen: list[int | None] = []
+
+    def spy(*args: object, shards: int | None = None, **kwargs: object) -> object:
+        shards_seen.append(shards)
+        return real(*args, shards=shards, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(train_module, "irn_backward", spy)
+    one = train(
+        tiny(images, tmp_path / "one", **{"optim.steps": 2, "run.shards": 1}), progress=False
+    )
+    two = train(
+        tiny(images, tmp_path / "two", **{"optim.steps": 2, "run.shards": 2}), progress=False
+    )
+    auto = train(tiny(images, tmp_path / "auto", **{"optim.steps": 1}), progress=False)
+    assert shards_seen == [1, 1, 2, 2, None]
+    # the same batch and latent: the first loss agrees to float round-off, the second nearly
+    assert one.losses[0] == pytest.approx(two.losses[0], rel=1e-6)
+    assert one.losses[0] == pytest.approx(auto.losses[0], rel=1e-6)
+    assert one.losses[1] == pytest.approx(two.losses[1], rel=1e-3)

@@ -53,6 +53,9 @@ A configuration has five sections. Every field, its default and its meaning:
 * `bf16` (bool, false): run the dense-block sub-networks under bfloat16 autocast (`IRN.bf16`;
   the exponent, log-determinant and losses stay float32); validation and the returned model use
   float32. Fast on GPUs and on CPUs with bfloat16 units (AMX, AVX512-BF16), slow elsewhere.
+* `shards` (int or null, null): on a CPU, cut each batch into this many parts that run forward
+  and backward in parallel threads (`flowlearn.irn.irn_backward`; the same gradient up to float
+  round-off); null means one per CPU thread, at most the batch size. Ignored on CUDA.
 
 Relative paths written in a YAML file are resolved against the folder of that file. Defaults
 that the file does not set, the shipped configurations (`x2`, `x4`, `x8`, `tiny`, in
@@ -167,6 +170,7 @@ class RunConfig:
     log_csv: str = "log.csv"
     device: str = "auto"
     bf16: bool = False
+    shards: int | None = None
 
 
 @dataclass
@@ -367,6 +371,12 @@ def _validate(cfg: Config, where: str) -> None:
         fail("optim.milestones", "increasing step numbers", o.milestones)
     if r.device not in DEVICES:
         fail("run.device", "one of " + ", ".join(DEVICES), r.device)
+    if r.shards is not None and not 1 <= r.shards <= d.batch_size:
+        fail(
+            "run.shards",
+            f"null (one per CPU thread) or 1 to data.batch_size = {d.batch_size}",
+            r.shards,
+        )
 
 
 def shipped_configs() -> dict[str, Path]:

@@ -1,7 +1,8 @@
 r"""Training the Invertible Rescaling Net from a `Config` (the recipe of IRN_SPEC §3 and §4).
 
 One step: a batch of aligned (HR, bicubic LR) patches → `irn_losses` (LR fit, latent term,
-reconstruction from the quantised LR and a fresh $z$) → backward → global gradient-norm clip →
+reconstruction from the quantised LR and a fresh $z$) and its gradients (`irn_backward`: on a
+CPU the batch is cut into one shard per thread, run in parallel) → global gradient-norm clip →
 Adam step → `MultiStepLR` step.
 
 A run folder (`run.output`) holds:
@@ -48,7 +49,7 @@ from tqdm import tqdm
 from flowlearn.irn.config import Config, ConfigError
 from flowlearn.irn.data import IRNTrainSet, train_loader
 from flowlearn.irn.evaluate import evaluate_folder
-from flowlearn.irn.losses import irn_losses
+from flowlearn.irn.losses import irn_backward
 from flowlearn.irn.model import IRN, load_irn
 from flowlearn.speed import cpu_has_bf16
 
@@ -389,7 +390,8 @@ def train(
         while step < end:
             hr, lr_ref = next(batches)
             hr, lr_ref = hr.to(device, non_blocking=True), lr_ref.to(device, non_blocking=True)
-            losses = irn_losses(
+            optimizer.zero_grad(set_to_none=True)
+            losses = irn_backward(
                 model,
                 hr,
                 lr_ref,
@@ -397,12 +399,11 @@ def train(
                 lambda_fit=cfg.lambda_fit,
                 lambda_rec=cfg.loss.lambda_rec,
                 lambda_ce=cfg.loss.lambda_ce,
+                shards=cfg.run.shards if device.type == "cpu" else 1,
             )
             values = {name: float(getattr(losses, name).detach()) for name in LOSS_NAMES}
             if not math.isfinite(values["total"]):
                 _fail(f"the loss is {values['total']} ({_fmt(values)})", step + 1, ckpt_path)
-            optimizer.zero_grad(set_to_none=True)
-            losses.total.backward()
             norm = clip_gradients(model.parameters(), o.grad_clip)
             if not math.isfinite(norm):
                 _fail(f"the gradient norm is {norm} ({_fmt(values)})", step + 1, ckpt_path)
