@@ -24,7 +24,9 @@ Modes (every one computes the same map from the same weights):
   Every other mode steps with what `flowlearn irn train` uses: `irn_optimizer` (fused Adam) and
   `clip_gradients` (multi-tensor kernels).
 * `nchw`: flowlearn's `IRN(channels_last=False)`: the package code without channels-last.
-* `default`: `IRN(scale)` as shipped.
+* `default`: `IRN(scale)` as shipped, trained as `flowlearn irn train` does: `irn_backward`,
+  which on a CPU cuts the batch into one shard per thread, run in parallel threads.
+* `one_shard`: `default` with the whole batch in one shard (`irn_backward(..., shards=1)`).
 * `memory_saving`: `IRN(scale, memory_saving=True)`, backpropagation by inversion.
 * `bf16`: `IRN(scale, bf16=True)`, dense blocks under bfloat16 autocast.
 * `compile`: `default` plus `flowlearn.speed.compile_subnets` (`torch.compile`).
@@ -64,11 +66,11 @@ from torch import Tensor, nn
 
 from flowlearn.core import Bijector
 from flowlearn.haar import HaarDownsampling, haar_kernel
-from flowlearn.irn import IRN, IRNCoupling, irn_losses, quantize
+from flowlearn.irn import IRN, IRNCoupling, irn_backward, irn_losses, quantize
 from flowlearn.irn.train import clip_gradients, irn_optimizer
 from flowlearn.speed import compile_subnets, configure_backends, inversion_drift
 
-CPU_MODES = ["plain", "nchw", "default", "memory_saving", "bf16"]
+CPU_MODES = ["plain", "nchw", "default", "one_shard", "memory_saving", "bf16"]
 CUDA_MODES = [*CPU_MODES, "cudnn_benchmark"]
 
 
@@ -181,6 +183,7 @@ def build_mode(mode: str, scale: int, device: str) -> tuple[nn.Module, Callable[
         return PlainIRN(base), nullcontext
     options: dict[str, Any] = {
         "nchw": {"channels_last": False},
+        "one_shard": {},
         "memory_saving": {"memory_saving": True},
         "bf16": {"bf16": True},
     }.get(mode, {})
@@ -216,6 +219,7 @@ class Trainer:
     def __init__(self, mode: str, scale: int, device: str) -> None:
         self.model, self.context = build_mode(mode, scale, device)
         self.plain = mode == "plain"
+        self.shards = 1 if mode in ("one_shard", "nchw") else None
         if self.plain:  # PyTorch's defaults: a loop over the parameter tensors
             self.opt = torch.optim.Adam(self.model.parameters(), lr=2e-4, weight_decay=1e-5)
         else:  # what `flowlearn irn train` uses: fused Adam, multi-tensor clipping
@@ -226,11 +230,12 @@ class Trainer:
         gen = torch.Generator(device=self.device).manual_seed(3)
         with self.context():
             self.opt.zero_grad(set_to_none=True)
-            losses = irn_losses(self.model, hr, lr_ref, generator=gen)  # type: ignore[arg-type]
-            losses.total.backward()
             if self.plain:
+                losses = irn_losses(self.model, hr, lr_ref, generator=gen)  # type: ignore[arg-type]
+                losses.total.backward()
                 nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)
             else:
+                irn_backward(self.model, hr, lr_ref, generator=gen, shards=self.shards)  # type: ignore[arg-type]
                 clip_gradients(self.model.parameters(), 10.0)
             self.opt.step()
 
