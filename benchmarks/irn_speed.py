@@ -23,7 +23,7 @@ Modes (every one computes the same map from the same weights):
   gradient clipping (loops over the parameter tensors on a CPU).
   Every other mode steps with what `flowlearn irn train` uses: `irn_optimizer` (fused Adam) and
   `clip_gradients` (multi-tensor kernels).
-* `nchw`: flowlearn's `IRN(channels_last=False)`: the package code without channels-last.
+* `nchw`: flowlearn's `IRN(channels_last=False)` in one shard: `one_shard` without channels-last.
 * `default`: `IRN(scale)` as shipped, trained as `flowlearn irn train` does: `irn_backward`,
   which on a CPU cuts the batch into one shard per thread, run in parallel threads.
 * `one_shard`: `default` with the whole batch in one shard (`irn_backward(..., shards=1)`).
