@@ -248,14 +248,15 @@ def irn_backward(
         shape = (batch, model.channels * (model.scale**2 - 1), height, width)
         z = torch.randn(shape, generator=generator, device=hr.device, dtype=hr.dtype)
     params = [p for p in model.parameters() if p.requires_grad]
-    leaves = params + ([hr] if hr.requires_grad and hr.is_leaf else [])
+    inputs = [t for t in (hr, z) if t.requires_grad]  # their gradients go on as backward's do
     parts = list(zip(hr.tensor_split(shards), lr_ref.tensor_split(shards), z.tensor_split(shards)))
 
     def run(part: tuple[Tensor, Tensor, Tensor]) -> tuple[IRNLosses, tuple[Tensor | None, ...]]:
         hr_i, lr_i, z_i = part
         losses = objective(hr_i, lr_i, z=z_i)
         share = hr_i.shape[0] / batch
-        grads = torch.autograd.grad(share * losses.total, leaves, allow_unused=True)
+        wrt = params + [t for t in (hr_i, z_i) if t.requires_grad]
+        grads = torch.autograd.grad(share * losses.total, wrt, allow_unused=True)
         return losses, grads
 
     threads = torch.get_num_threads()
@@ -270,10 +271,10 @@ def irn_backward(
     finally:
         torch.set_num_threads(threads)
     with torch.no_grad():
-        for k, p in enumerate(leaves):
-            grads = [g[k] for _, g in results]
+        for k, p in enumerate(params):
             total = None
-            for g in grads:  # in shard order: reproducible
+            for _, grads in results:  # in shard order: reproducible
+                g = grads[k]
                 if g is not None:
                     total = g if total is None else total.add_(g)
             if total is not None:
@@ -285,6 +286,17 @@ def irn_backward(
             )
             for name in ("fit", "distr", "rec", "total")
         }
+    onward: list[tuple[Tensor, Tensor]] = []
+    for j, t in enumerate(inputs):  # the shards' input gradients, joined along the batch
+        pieces = [grads[len(params) + j] for _, grads in results]
+        shapes = t.tensor_split(shards)
+        grad = torch.cat([torch.zeros_like(x) if g is None else g for g, x in zip(pieces, shapes)])
+        if t.is_leaf:
+            t.grad = grad if t.grad is None else t.grad + grad
+        else:
+            onward.append((t, grad))
+    if onward:  # on into the graph that made them, as backward would go
+        torch.autograd.backward([t for t, _ in onward], [g for _, g in onward])
     return IRNLosses(**sums)
 
 
