@@ -63,7 +63,7 @@ class IRNCoupling(Bijector):
         Eq. 1–2 ($\phi$, $\rho$, $\eta$); the bound on $s$ is from the authors' code.
 
         L. Dinh, J. Sohl-Dickstein, S. Bengio, 2016. "Density estimation using Real NVP."
-        arXiv:1605.08803, §3.3, Eq. 4–5 (affine coupling).
+        arXiv:1605.08803, §3.2, Eq. 4–5 (affine coupling).
 
     Args:
         channels: total channels $C$ of the input `(B, C, H, W)` (or `(B, C)` with
