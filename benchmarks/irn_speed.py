@@ -58,13 +58,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowlearn.core import Bijector
 from flowlearn.haar import HaarDownsampling, haar_kernel
 from flowlearn.irn import IRN, IRNCoupling, irn_backward, irn_losses, quantize
 from flowlearn.irn.train import clip_gradients, irn_optimizer
@@ -356,7 +355,7 @@ def worker_drift(args: argparse.Namespace) -> dict[str, Any]:
                     if ".conv5." in name:
                         p.copy_(std * torch.randn(p.shape, generator=g, dtype=dtype))
             x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1), dtype=dtype)
-            errors = inversion_drift(cast("list[Bijector]", list(net.operations)), x)
+            errors = inversion_drift(net.bijectors, x)
             with torch.no_grad():
                 largest = float(net(x)[0].abs().max())
             key = f"conv5_std{std}_{str(dtype).removeprefix('torch.')}"

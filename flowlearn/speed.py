@@ -260,7 +260,7 @@ def inversion_drift(layers: Sequence[Bijector], x: Tensor) -> list[float]:
         >>> from flowlearn import IRN
         >>> from flowlearn.checks import jitter_parameters
         >>> net = jitter_parameters(IRN(2, blocks=[3], growth=4), scale=0.05)
-        >>> errors = inversion_drift(list(net.operations), torch.rand(1, 3, 8, 8))
+        >>> errors = inversion_drift(net.bijectors, torch.rand(1, 3, 8, 8))
         >>> len(errors), max(errors) < 1e-5
         (4, True)
     """

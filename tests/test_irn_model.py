@@ -242,3 +242,18 @@ def test_irn_inverse_intermediates_mirror_forward() -> None:
     for i, out in enumerate(backward[:-1]):
         torch.testing.assert_close(out, forward[len(forward) - 2 - i], atol=1e-12, rtol=0)
     torch.testing.assert_close(backward[-1], hr, atol=1e-12, rtol=0)
+
+
+def test_bijectors_are_the_operations_in_order_as_a_fresh_list() -> None:
+    net = IRN(4, blocks=[1, 2], growth=4)
+    ops = net.bijectors
+    assert [type(op).__name__ for op in ops] == [
+        "HaarDownsampling",
+        "IRNCoupling",
+        "HaarDownsampling",
+        "IRNCoupling",
+        "IRNCoupling",
+    ]
+    assert all(a is b for a, b in zip(ops, net.operations)) and len(ops) == len(net.operations)
+    ops.clear()  # a copy: the model keeps its operations
+    assert len(net.bijectors) == 5

@@ -26,11 +26,10 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from flowlearn import IRN
-    from flowlearn.core import Bijector
 
 OUT = Path(__file__).resolve().parents[1] / "assets" / "memory_vs_depth.png"
 DEPTHS = (1, 2, 4, 8, 16, 32)
@@ -95,7 +94,7 @@ def measure_drift() -> dict[float, list[float]]:
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     drift = {}
     for std in STDS:  # one 64-coupling model at a time
-        layers = cast("list[Bijector]", list(_irn(64, std).operations))
+        layers = _irn(64, std).bijectors
         drift[std] = inversion_drift(layers, x)
     return drift
 

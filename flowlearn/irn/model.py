@@ -179,6 +179,15 @@ class IRN(Bijector):
         }
 
     @property
+    def bijectors(self) -> list[Bijector]:
+        """The operations (Haar levels and couplings) in order, typed as `Bijector`s.
+
+        The same modules as `operations` (whose `nn.ModuleList` gives the state-dict keys), as a
+        list to pass where bijectors are expected, e.g. `flowlearn.speed.inversion_drift`.
+        """
+        return list(self.operations)  # type: ignore[arg-type]
+
+    @property
     def latent_channels(self) -> int:
         """Channels of z: $C(s^2 - 1)$."""
         return self.channels * (self.scale**2 - 1)
@@ -189,7 +198,7 @@ class IRN(Bijector):
         """HR `(B, 3, H, W)` → `[LR, z]` `(B, 3s², H/s, W/s)`; log-det `(B,)`."""
         if self.memory_saving:
             self._check_hr(x)
-            y, logdet = run_sequence(self._ops(), self._layout(x), memory_saving=True)
+            y, logdet = run_sequence(self.bijectors, self._layout(x), memory_saving=True)
         else:
             y, logdet, _ = self.forward_with_intermediates(x, keep=False)
         return y.contiguous(), logdet
@@ -199,7 +208,9 @@ class IRN(Bijector):
         if self.memory_saving:
             check_rank(self, y, (4,))
             check_channels(self, y, self.channels * self.scale**2)
-            x, logdet = run_sequence(self._ops(), self._layout(y), reverse=True, memory_saving=True)
+            x, logdet = run_sequence(
+                self.bijectors, self._layout(y), reverse=True, memory_saving=True
+            )
         else:
             x, logdet, _ = self.inverse_with_intermediates(y, keep=False)
         return x.contiguous(), logdet
@@ -216,7 +227,7 @@ class IRN(Bijector):
         x = self._layout(x)
         logdet = x.new_zeros(x.shape[0])
         outputs: list[Tensor] = []
-        for op in self._ops():
+        for op in self.bijectors:
             x, ld = op(x)
             logdet = logdet + ld
             if keep:
@@ -232,7 +243,7 @@ class IRN(Bijector):
         y = self._layout(y)
         logdet = y.new_zeros(y.shape[0])
         outputs: list[Tensor] = []
-        for op in reversed(self._ops()):
+        for op in reversed(self.bijectors):
             y, ld = op.inverse(y)
             logdet = logdet + ld
             if keep:
@@ -354,9 +365,6 @@ class IRN(Bijector):
         return load_pretrained(scale, device=device, dtype=dtype)
 
     # ----------------------------------------------------------------------------- helpers
-
-    def _ops(self) -> list[Bijector]:
-        return list(self.operations)  # type: ignore[arg-type]
 
     def _layout(self, x: Tensor) -> Tensor:
         """`x` in the memory layout the operations run in (a copy only when it differs)."""
