@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -245,7 +245,7 @@ def irn_backward(
         )
     if z is None:  # the draws irn_losses would make for the whole batch
         height, width = hr.shape[2] // model.scale, hr.shape[3] // model.scale
-        shape = (batch, model.channels * (model.scale**2 - 1), height, width)
+        shape = (batch, model.latent_channels, height, width)
         z = torch.randn(shape, generator=generator, device=hr.device, dtype=hr.dtype)
     params = [p for p in model.parameters() if p.requires_grad]
     inputs = [t for t in (hr, z) if t.requires_grad]  # their gradients go on as backward's do
@@ -284,7 +284,7 @@ def irn_backward(
                 part[0].shape[0] / batch * getattr(losses, name).detach()
                 for part, (losses, _) in zip(parts, results)
             )
-            for name in ("fit", "distr", "rec", "total")
+            for name in (f.name for f in fields(IRNLosses))
         }
     onward: list[tuple[Tensor, Tensor]] = []
     for j, t in enumerate(inputs):  # the shards' input gradients, joined along the batch
