@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The wheel as a user gets it: build it, check that it ships flowlearn/weights/ (the IRN models,
+# The wheel as a user gets it: build it, check that it ships flowlearn/irn/weights/ (the IRN models,
 # the demo photo and its README), install it into a plain new virtual environment (nothing from
 # the development one), and run `flowlearn demo` from a folder outside the source tree.
 #
@@ -40,13 +40,13 @@ import sys
 import zipfile
 
 names = zipfile.ZipFile(sys.argv[1]).namelist()
-weights = sorted(n for n in names if n.startswith("flowlearn/weights/"))
+weights = sorted(n for n in names if n.startswith("flowlearn/irn/weights/"))
 for name in weights:
     print(f"wheel:   {name}")
-missing = {"flowlearn/weights/README.md", "flowlearn/weights/astronaut_256.png"} - set(weights)
+missing = {"flowlearn/irn/weights/README.md", "flowlearn/irn/weights/astronaut_256.png"} - set(weights)
 if missing:
     sys.exit(f"wheel: error: the wheel lacks {', '.join(sorted(missing))} (package data)")
-models = [n for n in weights if re.fullmatch(r"flowlearn/weights/irn_x\d+\.(safetensors|pt)", n)]
+models = [n for n in weights if re.fullmatch(r"flowlearn/irn/weights/irn_x\d+\.(safetensors|pt)", n)]
 sys.exit(0 if models else 3)
 EOF
 status=$?
@@ -55,7 +55,7 @@ models=1
 if [ "$status" -eq 3 ]; then
   models=0
   if [ "$allow_missing" -eq 0 ]; then
-    say "error: the wheel ships no IRN model (flowlearn/weights/irn_x2.safetensors," \
+    say "error: the wheel ships no IRN model (flowlearn/irn/weights/irn_x2.safetensors," \
         "irn_x4.safetensors); export them with benchmarks/export_pretrained.py," \
         "or pass --allow-missing-weights"
     exit 1

@@ -4,7 +4,7 @@ Usage:
     python benchmarks/evaluate_pretrained.py [--scales 2 4] [--model x2=FILE ...]
         [--set5 DIR] [--set14 DIR] [--draws 5] [--seed 0] [--device auto] [--json FILE]
 
-For each scale, the shipped model (flowlearn.pretrained.load_pretrained, or the file given by
+For each scale, the shipped model (flowlearn.irn.pretrained.load_pretrained, or the file given by
 --model x<s>=FILE) and the "Bicubic & Bicubic" baseline are run through the paper's test
 protocol (flowlearn.irn.evaluate.evaluate_folder: modcrop, 8-bit LR, z ~ N(0, I) drawn --draws
 times with seeds seed..seed+draws-1, 8-bit SR, BT.601 Y, border = scale). IRN cells give the
@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from flowlearn.irn.evaluate import evaluate_folder
-from flowlearn.irn.train import resolve_device
-from flowlearn.pretrained import (
+from flowlearn.irn.pretrained import (
     ModelNotAvailableError,
     load_pretrained,
     load_pretrained_file,
     pretrained_info,
 )
+from flowlearn.irn.train import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"

@@ -1,4 +1,4 @@
-"""Export a trained IRN as the compact file shipped in flowlearn/weights/ (float16 safetensors).
+"""Export a trained IRN as the compact file shipped in flowlearn/irn/weights/ (float16 safetensors).
 
 Usage:
     python benchmarks/export_pretrained.py RUN [--out FILE] [--hardware TEXT]
@@ -14,7 +14,7 @@ a flowlearn checkpoint (IRN.save) or an original IRN .pth file. The script
    8-bit LR, mean over --draws draws of z, Y channel, border = scale) and the bicubic baseline;
 3. refuses to export (exit status 1) unless IRN beats bicubic in Set5 Y-PSNR, except with
    --force (the metadata then records "forced_export": true);
-4. writes --out (default flowlearn/weights/irn_x<s>.safetensors) atomically, with the config
+4. writes --out (default flowlearn/irn/weights/irn_x<s>.safetensors) atomically, with the config
    and metadata (scale, blocks, steps, wall time (null with --no-wall-time, for a run whose
    clock also counted pauses), hardware, training data, Set5/Set14 Y-PSNR and
    SSIM with their spread over draws, the bicubic numbers, the recipe) in the safetensors
@@ -36,8 +36,8 @@ import torch
 import flowlearn
 from flowlearn.irn import IRN, load_irn
 from flowlearn.irn.evaluate import evaluate_folder
+from flowlearn.irn.pretrained import load_pretrained_file, pretrained_info, save_pretrained
 from flowlearn.irn.train import resolve_device
-from flowlearn.pretrained import load_pretrained_file, pretrained_info, save_pretrained
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -104,7 +104,9 @@ def evaluate(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="run folder or checkpoint file")
-    parser.add_argument("--out", type=Path, help="default: flowlearn/weights/irn_x<s>.safetensors")
+    parser.add_argument(
+        "--out", type=Path, help="default: flowlearn/irn/weights/irn_x<s>.safetensors"
+    )
     parser.add_argument("--hardware", default="not recorded", help='e.g. "1x NVIDIA H100"')
     parser.add_argument("--training-data", help="default: the folder name of data.train")
     parser.add_argument("--set5", type=Path, default=DATASETS / "set5")
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model, run = load_source(args.run)
     scale = model.scale
-    out = args.out or ROOT / "flowlearn" / "weights" / f"irn_x{scale}.safetensors"
+    out = args.out or ROOT / "flowlearn" / "irn" / "weights" / f"irn_x{scale}.safetensors"
     train_dir = run["training_config"].get("data", {}).get("train")
     training_data = args.training_data or (Path(train_dir).name if train_dir else "not recorded")
 

@@ -29,7 +29,7 @@ Modes (every one computes the same map from the same weights):
 * `one_shard`: `default` with the whole batch in one shard (`irn_backward(..., shards=1)`).
 * `memory_saving`: `IRN(scale, memory_saving=True)`, backpropagation by inversion.
 * `bf16`: `IRN(scale, bf16=True)`, dense blocks under bfloat16 autocast.
-* `compile`: `default` plus `flowlearn.speed.compile_subnets` (`torch.compile`).
+* `compile`: `default` plus `flowlearn.irn.speed.compile_subnets` (`torch.compile`).
 * `cudnn_benchmark` (CUDA): `default` with `torch.backends.cudnn.benchmark` on.
 
 Timing: all modes of one scale live in one process and their steps are interleaved (round
@@ -64,10 +64,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowlearn.haar import HaarDownsampling, haar_kernel
+from flowlearn.core.memory import inversion_drift
 from flowlearn.irn import IRN, IRNCoupling, irn_backward, irn_losses, quantize
+from flowlearn.irn.speed import compile_subnets, configure_backends
 from flowlearn.irn.train import clip_gradients, irn_optimizer
-from flowlearn.speed import compile_subnets, configure_backends, inversion_drift
+from flowlearn.layers.haar import HaarDownsampling, haar_kernel
 
 CPU_MODES = ["plain", "nchw", "default", "one_shard", "memory_saving", "bf16"]
 CUDA_MODES = [*CPU_MODES, "cudnn_benchmark"]

@@ -39,9 +39,9 @@ import numpy as np
 import torch
 
 from flowlearn import Flow, StandardLogistic, StandardNormal
-from flowlearn.datasets import two_moons
-from flowlearn.models import NICE, RealNVP
-from flowlearn.training import evaluate_nll, fit
+from flowlearn.density.datasets import two_moons
+from flowlearn.density.models import NICE, RealNVP
+from flowlearn.density.training import evaluate_nll, fit
 
 
 def load_test_data(path: Path) -> torch.Tensor:

@@ -1,58 +1,37 @@
 r"""flowlearn: normalizing flows you can read, run and trust.
 
-The layers follow one protocol (`flowlearn.core`): `forward(x) -> (y, logdet)` from data to
-latent and `inverse(y) -> (x, logdet)` back, with one log-determinant per sample. Every layer is
-checked against a brute-force Jacobian by `flowlearn.checks`.
+The package reads like the course:
+
+* `flowlearn.core`: the protocol (`forward(x) -> (y, logdet)` from data to latent,
+  `inverse(y) -> (x, logdet)` back, one log-determinant per sample) and `FlowSequential`.
+* `flowlearn.checks`: the brute-force Jacobian checker every layer passes.
+* `flowlearn.layers`: NICE, RealNVP, Glow, squeeze and Haar layers, and the conditioner nets.
+* `flowlearn.density`: density models on those layers, their data and training.
+* `flowlearn.images`: image I/O, MATLAB-compatible bicubic resizing, PSNR/SSIM.
+* `flowlearn.irn`: the Invertible Rescaling Net, its training, weights and tools.
 """
 
-from flowlearn import (
-    checks,
-    core,
-    datasets,
-    distributions,
-    glow,
-    haar,
-    irn,
-    models,
-    nets,
-    nice,
-    permutations,
-    preprocessing,
-    realnvp,
-    squeeze,
-    training,
-)
+from flowlearn import checks, core, density, images, irn, layers
 from flowlearn.core import *  # noqa: F403
-from flowlearn.distributions import *  # noqa: F403
-from flowlearn.glow import *  # noqa: F403
-from flowlearn.haar import *  # noqa: F403
+from flowlearn.density import *  # noqa: F403
+from flowlearn.density import datasets
 from flowlearn.irn.model import *  # noqa: F403
-from flowlearn.models import *  # noqa: F403
-from flowlearn.nets import *  # noqa: F403
-from flowlearn.nice import *  # noqa: F403
-from flowlearn.permutations import *  # noqa: F403
-from flowlearn.preprocessing import *  # noqa: F403
-from flowlearn.realnvp import *  # noqa: F403
-from flowlearn.squeeze import *  # noqa: F403
-from flowlearn.training import *  # noqa: F403
+from flowlearn.layers import *  # noqa: F403
+from flowlearn.layers import nets
 
 __version__ = "0.1.0"
 
 __all__ = [
     *core.__all__,
-    *nets.__all__,
-    *nice.__all__,
-    *realnvp.__all__,
-    *permutations.__all__,
-    *glow.__all__,
-    *squeeze.__all__,
-    *haar.__all__,
-    *distributions.__all__,
-    *preprocessing.__all__,
-    *models.__all__,
-    *training.__all__,
+    *layers.__all__,
+    *density.__all__,
     *irn.model.__all__,
     "checks",
+    "core",
+    "density",
+    "images",
+    "layers",
     "datasets",
     "irn",
+    "nets",
 ]

@@ -27,15 +27,15 @@ def builtin_cases() -> list[Case]:
 
     Freshly built couplings are the identity, so `run_checks` jitters their weights first.
     """
-    from flowlearn import nets
     from flowlearn.core import FlowSequential
-    from flowlearn.glow import ActNorm, InvertibleConv1x1
-    from flowlearn.haar import HaarDownsampling
     from flowlearn.irn import IRN, IRNCoupling
-    from flowlearn.nice import AdditiveCoupling, DiagonalScaling
-    from flowlearn.permutations import Reverse, Shuffle
-    from flowlearn.realnvp import AffineCoupling
-    from flowlearn.squeeze import Squeeze
+    from flowlearn.layers import nets
+    from flowlearn.layers.glow import ActNorm, InvertibleConv1x1
+    from flowlearn.layers.haar import HaarDownsampling
+    from flowlearn.layers.nice import AdditiveCoupling, DiagonalScaling
+    from flowlearn.layers.permutations import Reverse, Shuffle
+    from flowlearn.layers.realnvp import AffineCoupling
+    from flowlearn.layers.squeeze import Squeeze
 
     mlp, conv = nets.mlp(hidden=16), nets.conv_net(hidden=8)
     return [
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     irn_cli.register(sub)
 
-    from flowlearn import demo
+    from flowlearn.irn import demo
 
     demo_parser = sub.add_parser(
         "demo",

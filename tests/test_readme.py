@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import ROOT
+from tests.conftest import ROOT
 
 
 def test_readme_quickstart_runs(capsys) -> None:  # type: ignore[no-untyped-def]

@@ -8,7 +8,7 @@ configuration's own peak.
 
 Right: the relative error of the inputs that backpropagation by inversion recomputes,
 $\max|\hat x_{k} - x_{k}| / \max|x_{k}|$ after $j$ inverted layers
-(`flowlearn.speed.inversion_drift`), for a 64-coupling float32 IRN whose last convolutions are
+(`flowlearn.core.memory.inversion_drift`), for a 64-coupling float32 IRN whose last convolutions are
 random with three sizes: with the two small ones the error stays at float32 round-off, with the
 largest the activations grow to ~1e6 and inverting amplifies the round-off without bound.
 
@@ -88,7 +88,7 @@ def measure_drift() -> dict[float, list[float]]:
     """Relative error after j inversions for a 64-coupling float32 IRN ×2."""
     import torch
 
-    from flowlearn.speed import inversion_drift
+    from flowlearn.core.memory import inversion_drift
 
     torch.set_num_threads(1)
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))

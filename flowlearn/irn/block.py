@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from flowlearn.core import Bijector, SubnetFactory, check_channels, check_rank
-from flowlearn.nets import DenseBlock, dense_blocks_on_one_input
+from flowlearn.layers.nets import DenseBlock, dense_blocks_on_one_input
 
 __all__ = ["IRNCoupling"]
 
@@ -43,7 +43,7 @@ class IRNCoupling(Bijector):
     Unlike the original code, which stores $s$ on the module and returns its batch mean, the
     log-determinant here is returned per sample and nothing is kept between calls. $\rho$ and
     $\eta$ read the same $y_1$; dense-block sub-networks then run together
-    (`flowlearn.nets.dense_blocks_on_one_input`: one first convolution for both, and grouped
+    (`flowlearn.layers.nets.dense_blocks_on_one_input`: one first convolution for both, and grouped
     convolutions on small maps), which gives the same values up to float round-off in fewer
     convolution calls.
 
@@ -136,7 +136,7 @@ class IRNCoupling(Bijector):
         r"""$\eta(y_1)$ and the bounded exponent $s = \text{clamp}\,(2\sigma(\rho(y_1)) - 1)$.
 
         Both sub-networks read $y_1$; plain dense blocks (no hooks, not compiled) then run
-        together (`flowlearn.nets.dense_blocks_on_one_input`). $s$ is in `y1`'s dtype: under
+        together (`flowlearn.layers.nets.dense_blocks_on_one_input`). $s$ is in `y1`'s dtype: under
         bfloat16 autocast $\rho$'s output is cast back first, since $s$ feeds $\exp(s)$.
         """
         G, H = self.G, self.H

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from flowlearn.haar import haar_kernel
+from flowlearn.layers.haar import haar_kernel
 
 if TYPE_CHECKING:
     from flowlearn.irn.model import IRN
@@ -223,7 +223,7 @@ def to_official(model: IRN) -> OrderedDict[str, Tensor]:
     Returns:
         An `OrderedDict` loadable by the original `InvRescaleNet.load_state_dict`.
     """
-    from flowlearn.haar import HaarDownsampling
+    from flowlearn.layers.haar import HaarDownsampling
 
     ref = next(model.parameters(), None)
     kw: dict[str, Any] = {"dtype": ref.dtype, "device": ref.device} if ref is not None else {}
@@ -321,7 +321,7 @@ def load(
 
 
 def _resolve(path_or_name: PathLike) -> Path:
-    """An existing checkpoint file (shipped models are loaded by `flowlearn.pretrained`)."""
+    """An existing checkpoint file (shipped models are loaded by `flowlearn.irn.pretrained`)."""
     path = Path(path_or_name)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {os.fspath(path_or_name)} does not exist")

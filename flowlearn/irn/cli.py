@@ -45,7 +45,7 @@ def resolve_model(spec: str | None, *, scale: int | None = None, device: str = "
     r"""The IRN that `--model SPEC` names: a checkpoint file or the name of a shipped model.
 
     All model lookup of the command line goes through here: `flowlearn.irn.checkpoint.load_irn`
-    reads both checkpoint formats, `flowlearn.pretrained` the models shipped in the package.
+    reads both checkpoint formats, `flowlearn.irn.pretrained` the models shipped in the package.
 
     Args:
         spec: a flowlearn checkpoint (`IRN.save`, `model.pt` of a training run), an original
@@ -62,8 +62,8 @@ def resolve_model(spec: str | None, *, scale: int | None = None, device: str = "
         OSError: no such file or shipped model.
     """
     from flowlearn.irn.checkpoint import load_irn
+    from flowlearn.irn.pretrained import is_model_name, load_pretrained
     from flowlearn.irn.train import resolve_device
-    from flowlearn.pretrained import is_model_name, load_pretrained
 
     spec = spec or f"x{scale or 4}"
     model = load_pretrained(spec) if is_model_name(spec) else load_irn(spec)
@@ -115,7 +115,7 @@ def _prepare_out(folder: Path, report: _Reporter) -> bool:
 
 def _rescale_files(args: argparse.Namespace, command: str, convert: Callable[..., Any]) -> int:
     r"""Shared loop of `downscale` and `upscale`: load model, then each file independently."""
-    from flowlearn.irn.images import read_image, write_image
+    from flowlearn.images.io import read_image, write_image
 
     report = _Reporter(command)
     try:

@@ -59,7 +59,7 @@ A configuration has five sections. Every field, its default and its meaning:
 
 Relative paths written in a YAML file are resolved against the folder of that file. Defaults
 that the file does not set, the shipped configurations (`x2`, `x4`, `x8`, `tiny`, in
-`flowlearn/configs/`, also reachable by name: `flowlearn irn train --config x2`) and overrides
+`flowlearn/irn/configs/`, also reachable by name: `flowlearn irn train --config x2`) and overrides
 (`--set data.train=DIR`) are relative to the current directory.
 
 The original IRN option files (`train_IRN_x4.yml`, recognised by their `network_G` or `datasets`
@@ -380,13 +380,13 @@ def _validate(cfg: Config, where: str) -> None:
 
 
 def shipped_configs() -> dict[str, Path]:
-    r"""The configurations shipped in `flowlearn/configs/`, by short name (`x2`, …, `tiny`).
+    r"""The configurations shipped in `flowlearn/irn/configs/`, by short name (`x2`, …, `tiny`).
 
     Examples:
         >>> sorted(shipped_configs())
         ['tiny', 'x2', 'x4', 'x8']
     """
-    folder = importlib.resources.files("flowlearn") / "configs"
+    folder = importlib.resources.files("flowlearn.irn") / "configs"
     found = {}
     for entry in folder.iterdir():
         if entry.name.startswith("irn_") and entry.name.endswith(".yaml"):

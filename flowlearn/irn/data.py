@@ -39,8 +39,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from flowlearn.irn.images import IMAGE_SUFFIXES, list_images, read_image
-from flowlearn.irn.imresize import imresize
+from flowlearn.images.imresize import imresize
+from flowlearn.images.io import IMAGE_SUFFIXES, list_images, read_image
 
 __all__ = ["IRNTrainSet", "PatchSampler", "train_loader"]
 
@@ -150,7 +150,7 @@ class IRNTrainSet(Dataset[tuple[Tensor, Tensor]]):
 
     Examples:
         >>> import tempfile, torch
-        >>> from flowlearn.irn.images import write_image
+        >>> from flowlearn.images.io import write_image
         >>> folder = tempfile.mkdtemp()
         >>> _ = write_image(f"{folder}/a.png", torch.rand(3, 40, 36))
         >>> data = IRNTrainSet(folder, scale=2, patch_size=16)

@@ -34,9 +34,9 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from flowlearn.irn.images import list_images, read_image, write_image
-from flowlearn.irn.imresize import imresize
-from flowlearn.irn.metrics import modcrop, psnr, quantize_8bit, rgb_to_y, ssim, to_uint8
+from flowlearn.images.imresize import imresize
+from flowlearn.images.io import list_images, read_image, write_image
+from flowlearn.images.metrics import modcrop, psnr, quantize_8bit, rgb_to_y, ssim, to_uint8
 
 __all__ = [
     "METRICS",
@@ -129,7 +129,7 @@ def _check_divisible(x: Tensor, scale: int, name: str) -> None:
     if h % scale or w % scale:
         raise ValueError(
             f"{name}: image {h}×{w} is not a multiple of the scale {scale}; "
-            f"crop it first with flowlearn.irn.metrics.modcrop"
+            f"crop it first with flowlearn.images.metrics.modcrop"
         )
 
 

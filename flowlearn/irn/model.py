@@ -12,14 +12,14 @@ import torch
 from torch import Tensor, nn
 
 from flowlearn.core import Bijector, check_channels, check_even_spatial, check_rank
-from flowlearn.haar import HaarDownsampling
+from flowlearn.core.memory import run_sequence
 from flowlearn.irn import checkpoint
 from flowlearn.irn.block import IRNCoupling
 from flowlearn.irn.checkpoint import CheckpointError as CheckpointError
 from flowlearn.irn.checkpoint import load_irn as load_irn
 from flowlearn.irn.losses import quantize
-from flowlearn.memory import run_sequence
-from flowlearn.nets import dense_block
+from flowlearn.layers.haar import HaarDownsampling
+from flowlearn.layers.nets import dense_block
 
 __all__ = ["IRN"]
 
@@ -64,7 +64,8 @@ class IRN(Bijector):
         growth: channels added by each convolution of the dense-block sub-networks.
         channels: image channels (3 for RGB); also the size of the LR branch of each coupling.
         memory_saving: during training, recompute activations by inversion instead of storing
-            them (`flowlearn.memory`); same gradients up to round-off, a fraction of the memory.
+            them (`flowlearn.core.memory`); same gradients up to round-off, a fraction of the
+            memory.
         channels_last: store the convolution weights and run the activations in the
             channels-last memory layout (`torch.channels_last`), in which oneDNN runs these
             convolutions faster on CPU (and cuDNN prefers for bfloat16 and TF32 on GPUs); same
@@ -77,7 +78,7 @@ class IRN(Bijector):
 
     The speed options (`memory_saving`, `channels_last`, `bf16`) never change the parameters,
     their names or the checkpoints, and `config` (the architecture) leaves them out; they can be
-    switched on an existing model. See `flowlearn.speed` and the performance page of the
+    switched on an existing model. See `flowlearn.irn.speed` and the performance page of the
     documentation.
 
     Examples:
@@ -183,7 +184,7 @@ class IRN(Bijector):
         """The operations (Haar levels and couplings) in order, typed as `Bijector`s.
 
         The same modules as `operations` (whose `nn.ModuleList` gives the state-dict keys), as a
-        list to pass where bijectors are expected, e.g. `flowlearn.speed.inversion_drift`.
+        list to pass where bijectors are expected, e.g. `flowlearn.core.memory.inversion_drift`.
         """
         return list(self.operations)  # type: ignore[arg-type]
 
@@ -358,9 +359,9 @@ class IRN(Bijector):
     ) -> IRN:
         """The model shipped with flowlearn for `scale` (`2`, `4` or `"x2"`, …), in eval mode.
 
-        See `flowlearn.pretrained.load_pretrained`.
+        See `flowlearn.irn.pretrained.load_pretrained`.
         """
-        from flowlearn.pretrained import load_pretrained
+        from flowlearn.irn.pretrained import load_pretrained
 
         return load_pretrained(scale, device=device, dtype=dtype)
 

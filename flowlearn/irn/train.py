@@ -51,7 +51,7 @@ from flowlearn.irn.data import IRNTrainSet, train_loader
 from flowlearn.irn.evaluate import evaluate_folder
 from flowlearn.irn.losses import irn_backward
 from flowlearn.irn.model import IRN, load_irn
-from flowlearn.speed import cpu_has_bf16
+from flowlearn.irn.speed import cpu_has_bf16
 
 __all__ = [
     "LOG_COLUMNS",

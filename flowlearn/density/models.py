@@ -1,0 +1,328 @@
+r"""Complete flow models assembled from the package's layers: NICE, RealNVP, multi-scale RealNVP.
+
+Each model is a `Bijector` (data → latent) with the protocol's `(y, logdet)`. Pair it with a base
+distribution to get a density, e.g. `Flow(NICE(2), StandardLogistic(2))` or
+`Flow(RealNVP(2), StandardNormal(2))`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from flowlearn.core import Bijector, FlowSequential, SubnetFactory, check_rank
+from flowlearn.layers.glow import ActNorm
+from flowlearn.layers.nets import conv_net, mlp
+from flowlearn.layers.nice import AdditiveCoupling, DiagonalScaling
+from flowlearn.layers.realnvp import AffineCoupling
+from flowlearn.layers.squeeze import Squeeze
+
+__all__ = ["NICE", "MultiScaleRealNVP", "RealNVP"]
+
+
+class NICE(FlowSequential):
+    r"""NICE for vectors: additive couplings with alternating halves, then a diagonal scaling.
+
+    With $K$ = `couplings` additive couplings $g_k$ (the transformed half alternates, $k$ odd or
+    even) and the scaling $S = \operatorname{diag}(e^{s})$ (NICE §3.3, Eq. 7):
+
+    $$
+    y = e^{s} \odot g_K \circ \cdots \circ g_1(x), \qquad
+    x = g_1^{-1} \circ \cdots \circ g_K^{-1}(e^{-s} \odot y), \qquad
+    \log|\det J| = \sum_{d=1}^{D} s_d .
+    $$
+
+    The couplings preserve volume, so the scaling carries the whole log-determinant. The paper
+    pairs the model with a standard logistic prior (`StandardLogistic(D)`, §3.4). Defaults are
+    the paper's MNIST model (§5.1, Table 1): four couplings, each with a ReLU MLP of five
+    hidden layers of 1000 units; shrink `hidden` and `depth` to train on a CPU. The paper
+    splits odd from even coordinates; here each coupling splits the first
+    $\lfloor D/2 \rfloor$ coordinates from the rest (`mask="channel"`), the same model up to
+    a fixed permutation of the input.
+
+    References:
+        Dinh, Krueger & Bengio (2014). NICE: Non-linear Independent Components Estimation.
+        arXiv:1410.8516, §3.2 (additive coupling; at least three layers so that every
+        dimension influences every other, "we generally use four"), §3.3 (allowing rescaling),
+        §3.4 (prior), §5.1 and Table 1 (four coupling layers, diagonal scaling, logistic
+        prior; 5 hidden layers of 1000 units for MNIST).
+
+    Args:
+        dim: number of dimensions $D \ge 2$; inputs are `(B, D)`.
+        couplings: number of additive coupling layers (4 in the paper).
+        hidden: width of each hidden layer of the coupling MLPs (1000 in the paper for MNIST).
+        depth: number of hidden layers of the coupling MLPs (5 in the paper for MNIST).
+        subnet: a factory `subnet(c_in, c_out)` replacing `mlp(hidden, depth)`.
+
+    Examples:
+        >>> import torch
+        >>> from flowlearn import Flow, StandardLogistic
+        >>> model = NICE(2, hidden=16, depth=2)
+        >>> len(model)  # 4 couplings + scaling
+        5
+        >>> flow = Flow(model, StandardLogistic(2))
+        >>> flow.log_prob(torch.zeros(3, 2)).shape
+        torch.Size([3])
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        couplings: int = 4,
+        hidden: int = 1000,
+        depth: int = 5,
+        subnet: SubnetFactory | None = None,
+    ) -> None:
+        if couplings < 1:
+            raise ValueError(f"NICE: couplings must be positive, got {couplings}")
+        net = subnet if subnet is not None else mlp(hidden=hidden, depth=depth)
+        layers: list[Bijector] = [
+            AdditiveCoupling(dim, net, mask="channel", parity=k % 2) for k in range(couplings)
+        ]
+        layers.append(DiagonalScaling(dim))
+        super().__init__(*layers)
+        self.dim = dim
+
+
+class RealNVP(FlowSequential):
+    r"""RealNVP for vectors: a stack of affine couplings whose transformed half alternates.
+
+    With $K$ = `couplings` affine couplings (RealNVP §3.2–3.3, Eq. 4–6), coupling $k$ keeping
+    $x_1$ and mapping $x_2 \mapsto x_2 \odot e^{s_k(x_1)} + t_k(x_1)$:
+
+    $$
+    y = f_K \circ \cdots \circ f_1(x), \qquad
+    \log|\det J| = \sum_{k=1}^{K} \sum_j s_k(x_1^{(k)})_j ,
+    $$
+
+    used with a standard normal prior (`StandardNormal(D)`). The paper's batch normalisation is
+    left out (small models train without it); each log-scale is bounded softly by `clamp`.
+
+    References:
+        Dinh, Sohl-Dickstein & Bengio (2016). Density estimation using Real NVP.
+        arXiv:1605.08803, §3.2 (affine coupling, Eq. 4–5), §3.3 (Jacobian Eq. 6, inverse
+        Eq. 7–8), §3.5 (alternating pattern, Eq. 10–12, Fig. 4a).
+
+    Args:
+        dim: number of dimensions $D \ge 2$; inputs are `(B, D)`.
+        couplings: number of affine coupling layers.
+        hidden: width of each hidden layer of the coupling MLPs.
+        depth: number of hidden layers of the coupling MLPs.
+        clamp: bound of each log-scale (see `flowlearn.layers.realnvp.soft_clamp`).
+        subnet: a factory `subnet(c_in, c_out)` replacing `mlp(hidden, depth)`.
+
+    Examples:
+        >>> import torch
+        >>> model = RealNVP(2, couplings=4, hidden=16)
+        >>> y, logdet = model(torch.randn(5, 2))
+        >>> y.shape, logdet.shape
+        (torch.Size([5, 2]), torch.Size([5]))
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        couplings: int = 8,
+        hidden: int = 64,
+        depth: int = 2,
+        clamp: float | None = 2.0,
+        subnet: SubnetFactory | None = None,
+    ) -> None:
+        if couplings < 1:
+            raise ValueError(f"RealNVP: couplings must be positive, got {couplings}")
+        net = subnet if subnet is not None else mlp(hidden=hidden, depth=depth)
+        super().__init__(
+            *[
+                AffineCoupling(dim, net, mask="channel", parity=k % 2, clamp=clamp)
+                for k in range(couplings)
+            ]
+        )
+        self.dim = dim
+
+
+def _couplings(
+    channels: int, subnet: SubnetFactory, mask: str, n: int, clamp: float | None, actnorm: bool
+) -> FlowSequential:
+    """`n` affine couplings of one mask type with alternating parity (optional `ActNorm`s)."""
+    layers: list[Bijector] = []
+    for k in range(n):
+        if actnorm:
+            layers.append(ActNorm(channels))
+        layers.append(AffineCoupling(channels, subnet, mask=mask, parity=k % 2, clamp=clamp))  # type: ignore[arg-type]
+    return FlowSequential(*layers)
+
+
+class _Scale(Bijector):
+    r"""One scale of the multi-scale architecture (RealNVP §3.6), recursing into the next one.
+
+    A full scale: checkerboard couplings → squeeze → channel couplings → factor out half the
+    channels as $z$ → the next scale on the other half → concatenate → unsqueeze. The last scale
+    (`inner=None`) has only checkerboard couplings.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        subnet: SubnetFactory,
+        clamp: float | None,
+        inner: _Scale | None,
+        checker: int,
+        channel: int,
+        final: int,
+        actnorm: bool,
+    ) -> None:
+        super().__init__()
+        self.channels = channels
+        if inner is None:
+            self.checker = _couplings(channels, subnet, "checkerboard", final, clamp, actnorm)
+        else:
+            self.checker = _couplings(channels, subnet, "checkerboard", checker, clamp, actnorm)
+            self.squeeze = Squeeze()
+            self.channel = _couplings(4 * channels, subnet, "channel", channel, clamp, actnorm)
+        self.inner = inner
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h, logdet = self.checker(x)  # (B, C, H, W)
+        if self.inner is None:
+            return h, logdet
+        h, ld = self.squeeze(h)  # (B, 4C, H/2, W/2)
+        logdet = logdet + ld
+        h, ld = self.channel(h)  # (B, 4C, H/2, W/2)
+        logdet = logdet + ld
+        z, h = h.chunk(2, dim=1)  # factored out z and the rest, each (B, 2C, H/2, W/2)
+        h, ld = self.inner(h)  # (B, 2C, H/2, W/2)
+        logdet = logdet + ld
+        y, ld = self.squeeze.inverse(torch.cat([z, h], dim=1))  # (B, C, H, W)
+        return y, logdet + ld
+
+    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        if self.inner is None:
+            return self.checker.inverse(y)
+        h, logdet = self.squeeze(y)  # (B, 4C, H/2, W/2)
+        z, h = h.chunk(2, dim=1)  # each (B, 2C, H/2, W/2)
+        h, ld = self.inner.inverse(h)
+        logdet = logdet + ld
+        h, ld = self.channel.inverse(torch.cat([z, h], dim=1))  # (B, 4C, H/2, W/2)
+        logdet = logdet + ld
+        h, ld = self.squeeze.inverse(h)  # (B, C, H, W)
+        logdet = logdet + ld
+        x, ld = self.checker.inverse(h)
+        return x, logdet + ld
+
+
+class MultiScaleRealNVP(Bijector):
+    r"""Multi-scale RealNVP for images: couplings, squeezes and factored-out latents.
+
+    Scale $i < L$ maps $h^{(i-1)}$ (with $C_i$ channels) through `checker` affine couplings with
+    alternating checkerboard masks, a squeeze to $4C_i$ channels, `channel` couplings with
+    alternating channel-wise masks, and factors out half the channels (RealNVP §3.6, Eq. 13–16):
+
+    $$
+    (z^{(i)}, h^{(i)}) = f^{(i)}(h^{(i-1)}), \qquad z^{(L)} = f^{(L)}(h^{(L-1)}), \qquad
+    \log|\det J| = \sum_{i=1}^{L} \log|\det J_{f^{(i)}}| ,
+    $$
+
+    where the last scale $f^{(L)}$ is `final` checkerboard couplings. Paper defaults: 3, 3 and 4.
+
+    **Latent layout.** `forward` returns one tensor `y` of the input's shape `(B, C, H, W)`.
+    Each scale concatenates its $z^{(i)}$ (first) with the output of the deeper scales (second)
+    along channels and un-squeezes the result, so `Squeeze()(y)[0][:, :2C]` is $z^{(1)}$ and
+    `Squeeze()(y)[0][:, 2C:]` holds the deeper scales, laid out the same way at half the size
+    (`split_latent` returns the list $z^{(1)}, \dots, z^{(L)}$). With a factorised base such as
+    `StandardNormal((C, H, W))` the layout does not change the likelihood, and sampling at a
+    temperature scales every $z^{(i)}$ alike.
+
+    As in the paper, the hidden width of the $s, t$ networks doubles at each coarser scale
+    (`hidden`, `2 * hidden`, ...). Choices that differ from it, to train on a CPU: the networks
+    are Glow's small three-convolution nets (`conv_net`) instead of residual networks, there is
+    no batch normalisation, and each log-scale is soft-clamped by `clamp`.
+
+    References:
+        Dinh, Sohl-Dickstein & Bengio (2016). Density estimation using Real NVP.
+        arXiv:1605.08803, §3.4 (checkerboard and channel-wise masks, Eq. 9, Fig. 3),
+        §3.6 (multi-scale architecture, squeezing and factoring out, Eq. 13–16, Fig. 4b).
+
+    Args:
+        channels: $C$; inputs are `(B, C, H, W)` with $H, W$ divisible by $2^{L-1}$.
+        scales: number of scales $L \ge 1$ ($L - 1$ squeezes).
+        hidden: channels of the hidden feature maps of the coupling networks at the first
+            scale, doubled at each further scale.
+        checker: checkerboard couplings at the start of each full scale.
+        channel: channel-wise couplings after each squeeze.
+        final: checkerboard couplings of the last scale.
+        clamp: bound of each log-scale.
+        actnorm: put an `ActNorm` (Glow §3.1, data-dependent initialisation on the first
+            batch) before every coupling, in place of the paper's batch normalisation (§3.7).
+        subnet: a factory `subnet(c_in, c_out)` used at every scale instead of `conv_net`.
+
+    Examples:
+        >>> import torch
+        >>> model = MultiScaleRealNVP(1, scales=2, hidden=8)
+        >>> x = torch.rand(2, 1, 8, 8)
+        >>> y, logdet = model(x)
+        >>> y.shape, logdet.shape
+        (torch.Size([2, 1, 8, 8]), torch.Size([2]))
+        >>> [z.shape[1:] for z in model.split_latent(y)]
+        [torch.Size([2, 4, 4]), torch.Size([2, 4, 4])]
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        scales: int = 2,
+        hidden: int = 64,
+        checker: int = 3,
+        channel: int = 3,
+        final: int = 4,
+        clamp: float | None = 2.0,
+        actnorm: bool = False,
+        subnet: SubnetFactory | None = None,
+    ) -> None:
+        super().__init__()
+        if scales < 1:
+            raise ValueError(f"MultiScaleRealNVP: scales must be positive, got {scales}")
+        self.channels, self.scales = channels, scales
+        inner: _Scale | None = None
+        # build from the innermost scale out: scale i works on C * 2**i channels
+        for i in reversed(range(scales)):
+            net = subnet if subnet is not None else conv_net(hidden=hidden * 2**i)
+            inner = _Scale(channels * 2**i, net, clamp, inner, checker, channel, final, actnorm)
+        assert inner is not None
+        self.outer = inner
+
+    def _check(self, x: Tensor) -> None:
+        check_rank(self, x, (4,))
+        factor = 2 ** (self.scales - 1)
+        if x.shape[1] != self.channels or x.shape[2] % factor or x.shape[3] % factor:
+            raise ValueError(
+                f"MultiScaleRealNVP: expected input of shape (B, {self.channels}, H, W) with H and "
+                f"W divisible by {factor} ({self.scales} scales), received shape {tuple(x.shape)}"
+            )
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Map images to the concatenated latent of the same shape, with the log-det."""
+        self._check(x)
+        return self.outer(x)
+
+    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Map a latent of the input's shape back to images, with the inverse log-det."""
+        self._check(y)
+        return self.outer.inverse(y)
+
+    def split_latent(self, y: Tensor) -> list[Tensor]:
+        r"""Split a latent `y` `(B, C, H, W)` into $[z^{(1)}, \dots, z^{(L)}]$.
+
+        $z^{(i)}$ has shape `(B, 2^i C, H/2^i, W/2^i)` for $i < L$ and $z^{(L)}$ the shape of
+        $h^{(L-1)}$, `(B, 2^{L-1} C, H/2^{L-1}, W/2^{L-1})`.
+        """
+        self._check(y)
+        squeeze, out, h = Squeeze(), [], y
+        for _ in range(self.scales - 1):
+            h, _ = squeeze(h)  # (B, 4C_i, H_i/2, W_i/2)
+            z, h = h.chunk(2, dim=1)
+            out.append(z)
+        out.append(h)
+        return out

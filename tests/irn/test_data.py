@@ -1,0 +1,161 @@
+"""Tests of flowlearn.irn.data: the patch sampler and the aligned HR/LR training patches."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from flowlearn.images.imresize import imresize
+from flowlearn.images.io import write_image
+from flowlearn.irn.data import IRNTrainSet, PatchSampler, train_loader
+
+
+def smooth_image(height: int, width: int, seed: int) -> torch.Tensor:
+    """A random but smooth RGB image (3, H, W) in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, height // 6 + 2, width // 6 + 2, generator=g)
+    x = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bicubic")
+    return x[0].clamp(0, 1)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    for i, (h, w) in enumerate([(40, 48), (36, 44), (48, 40)]):
+        write_image(tmp_path / f"img{i}.png", smooth_image(h, w, i))
+    return tmp_path
+
+
+def test_patch_sampler_is_a_function_of_seed_and_step() -> None:
+    a, b = PatchSampler(7, 3, seed=4), PatchSampler(7, 3, seed=4)
+    first = [a.batch(k) for k in range(10)]
+    assert [b.batch(k) for k in reversed(range(10))][::-1] == first  # any order of queries
+    assert PatchSampler(7, 3, seed=5).batch(0) != first[0]
+    resumed = iter(PatchSampler(7, 3, seed=4, start_step=6))
+    assert [next(resumed) for _ in range(4)] == first[6:]
+
+
+def test_patch_sampler_visits_each_image_once_per_epoch() -> None:
+    sampler = PatchSampler(6, 4, seed=0)
+    stream = [i for k in range(6) for i, _ in sampler.batch(k)]  # 24 samples = 4 epochs
+    for epoch in range(4):
+        assert sorted(stream[6 * epoch : 6 * epoch + 6]) == list(range(6))
+    seeds = [s for k in range(6) for _, s in sampler.batch(k)]
+    assert len(set(seeds)) == len(seeds)
+    assert stream[:6] != stream[6:12]  # a new permutation each epoch
+
+
+def test_patch_sampler_batch_larger_than_dataset() -> None:
+    batch = PatchSampler(2, 5, seed=0).batch(0)
+    assert len(batch) == 5
+    assert sorted(i for i, _ in batch[:4]) == [0, 0, 1, 1]
+
+
+def test_dataset_patch_shapes_and_dtype(folder: Path) -> None:
+    data = IRNTrainSet(folder, scale=4, patch_size=24)
+    assert len(data) == 3
+    hr, lr = data[1, 99]
+    assert hr.shape == (3, 24, 24) and lr.shape == (3, 6, 6)
+    assert hr.dtype == lr.dtype == torch.float32
+    assert torch.equal(data[1, 99][0], hr)  # the seed fixes the patch
+    assert not torch.equal(data[1, 100][0], hr)
+
+
+def test_dataset_patches_aligned_without_augmentation(folder: Path) -> None:
+    data = IRNTrainSet(folder, scale=2, patch_size=16, flips=False, rotations=False)
+    image = data.image(0)
+    lr_full = imresize(image, 0.5)
+    assert torch.allclose(data.lr_reference(0), lr_full)
+    for seed in range(5):
+        hr, lr = data[0, seed]
+        # Locate the HR patch in the image: it must be at an even offset, with the LR patch at
+        # half that offset in the bicubic LR of the whole image.
+        hits = [
+            (i, j)
+            for i in range(0, image.shape[1] - 15)
+            for j in range(0, image.shape[2] - 15)
+            if torch.equal(image[:, i : i + 16, j : j + 16], hr)
+        ]
+        assert len(hits) == 1
+        i, j = hits[0]
+        assert i % 2 == 0 and j % 2 == 0
+        assert torch.equal(lr, lr_full[:, i // 2 : i // 2 + 8, j // 2 : j // 2 + 8])
+
+
+def test_dataset_augmentation_same_on_hr_and_lr(folder: Path) -> None:
+    data = IRNTrainSet(folder, scale=2, patch_size=24)
+    image = data.image(2)
+    unflipped = 0
+    for seed in range(24):
+        hr, lr = data[2, seed]
+        # Flips and transposes commute with the separable, symmetric bicubic kernel, so away
+        # from the patch border the LR patch is the bicubic downscale of the HR patch.
+        assert torch.allclose(imresize(hr, 0.5)[:, 3:-3, 3:-3], lr[:, 3:-3, 3:-3], atol=1e-5)
+        unflipped += any(
+            torch.equal(image[:, i : i + 24, j : j + 24], hr)
+            for i in range(0, image.shape[1] - 23, 2)
+            for j in range(0, image.shape[2] - 23, 2)
+        )
+    assert 0 < unflipped < 12  # about 1 in 8 patches keeps its orientation
+
+
+def test_dataset_crops_odd_sizes_and_logs_it(tmp_path: Path, caplog) -> None:
+    write_image(tmp_path / "odd.png", smooth_image(41, 37, 0))
+    write_image(tmp_path / "even.png", smooth_image(40, 36, 1))
+    with caplog.at_level(logging.WARNING, logger="flowlearn.irn.data"):
+        data = IRNTrainSet(tmp_path, scale=4, patch_size=16)
+    assert data.image(1).shape == (3, 40, 36)  # odd.png: bottom row and right column dropped
+    assert "cropped 1 of 2" in caplog.text and "odd.png 37x41→36x40" in caplog.text
+    assert "even.png" not in caplog.text
+
+
+def test_dataset_image_smaller_than_patch_names_file(folder: Path) -> None:
+    write_image(folder / "small.png", smooth_image(30, 64, 0))
+    with pytest.raises(ValueError, match=r"small\.png: 64x30 image is smaller than the 32x32"):
+        IRNTrainSet(folder, scale=2, patch_size=32)
+
+
+def test_dataset_searches_subfolders(tmp_path: Path) -> None:
+    for sub in ["b", "a"]:
+        (tmp_path / sub).mkdir()
+        write_image(tmp_path / sub / "x.png", smooth_image(16, 16, 0))
+    (tmp_path / "README.md").write_text("not an image")
+    data = IRNTrainSet(tmp_path, scale=2, patch_size=8)
+    assert [p.parent.name for p in data.files] == ["a", "b"]
+
+
+@pytest.mark.parametrize("make", ["missing", "empty"])
+def test_dataset_without_images_is_an_error(tmp_path: Path, make: str) -> None:
+    folder = tmp_path / "photos"
+    if make == "empty":
+        folder.mkdir()
+    with pytest.raises(ValueError, match=r"photos"):
+        IRNTrainSet(folder, scale=2, patch_size=8)
+
+
+def test_dataset_keeps_16_bit_precision_and_notes_grey(tmp_path: Path, caplog) -> None:
+    ramp = (np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) * 250 + 7).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")  # 16-bit greyscale PNG
+    with caplog.at_level(logging.WARNING, logger="flowlearn.irn.data"):
+        data = IRNTrainSet(tmp_path, scale=2, patch_size=8)
+    assert "deep.png" in caplog.text and "greyscale" in caplog.text
+    expected = torch.from_numpy(ramp.astype(np.float32) / 65535)
+    assert torch.allclose(data.image(0)[1], expected, atol=1e-7)
+
+
+def test_train_loader_batches_independent_of_workers(folder: Path) -> None:
+    data = IRNTrainSet(folder, scale=2, patch_size=16)
+    plain = iter(train_loader(data, 2, seed=3, start_step=5))
+    hr0, lr0 = next(plain)
+    assert hr0.shape == (2, 3, 16, 16) and lr0.shape == (2, 3, 8, 8)
+    parallel = iter(train_loader(data, 2, seed=3, start_step=5, workers=2))
+    hr1, lr1 = next(parallel)
+    assert torch.equal(hr0, hr1) and torch.equal(lr0, lr1)
+    fresh = iter(train_loader(data, 2, seed=3))
+    for _ in range(5):
+        next(fresh)
+    assert torch.equal(next(fresh)[0], hr0)  # resuming at step 5 = skipping 5 batches
