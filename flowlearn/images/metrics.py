@@ -20,6 +20,7 @@ References:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -59,11 +60,35 @@ def modcrop(img: Tensor, scale: int) -> Tensor:
     return img[..., : h - h % scale, : w - w % scale]
 
 
-def quantize_8bit(x: Tensor) -> Tensor:
-    r"""Round to the nearest 8-bit level: $\mathrm{round}(255\,\mathrm{clamp}(v, 0, 1)) / 255$.
+class _StraightThrough8bit(torch.autograd.Function):
+    # Rounds to 8 bits going forward; the backward pass is the identity.
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        return x.clamp(0, 1).mul(255).round().div(255)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        return grad
+
+
+def quantize_8bit(x: Tensor, *, straight_through: bool = False) -> Tensor:
+    r"""Round to the nearest 8-bit level, $Q(x) = \mathrm{round}(255\,\mathrm{clamp}(x, 0, 1))/255$.
+
+    With `straight_through=True` the backward pass is the identity, $\partial Q / \partial x := 1$,
+    including where the clamp is active, as in the original IRN code: the reconstruction loss then
+    trains the downscaling (forward) pass through the rounding of the LR image. Otherwise the
+    gradient is that of `round` (zero almost everywhere).
+
+    References:
+        Y. Bengio, N. Léonard, A. Courville, 2013, "Estimating or Propagating Gradients Through
+        Stochastic Neurons for Conditional Computation", arXiv:1308.3432 (the straight-through
+        estimator). Used by M. Xiao et al., 2020, "Invertible Image Rescaling",
+        arXiv:2005.05650, §3.3.
 
     Args:
-        x: Any floating tensor.
+        x: Any floating tensor, usually images `(B, C, H, W)` in [0, 1].
+        straight_through: Pass the incoming gradient through unchanged.
 
     Returns:
         Same shape, dtype and device; values in $\{0, 1/255, \dots, 1\}$.
@@ -71,7 +96,15 @@ def quantize_8bit(x: Tensor) -> Tensor:
     Examples:
         >>> quantize_8bit(torch.tensor([-0.2, 0.5, 0.999, 1.7])) * 255
         tensor([  0., 128., 255., 255.])
+        >>> x = torch.tensor([-0.2, 0.5, 1.7], requires_grad=True)
+        >>> quantize_8bit(x, straight_through=True).sum().backward()
+        >>> x.grad
+        tensor([1., 1., 1.])
     """
+    if straight_through:
+        out = _StraightThrough8bit.apply(x)
+        assert isinstance(out, Tensor)
+        return out
     return x.clamp(0, 1).mul(255).round().div(255)
 
 

@@ -121,6 +121,22 @@ def test_quantize_8bit_and_to_uint8() -> None:
         to_uint8(torch.tensor([1]))
 
 
+def test_quantize_8bit_straight_through_same_values_identity_gradient() -> None:
+    x = torch.tensor([-0.2, 0.3, 100.4 / 255, 0.999, 1.7], requires_grad=True)
+    q = quantize_8bit(x, straight_through=True)
+    assert torch.equal(q, quantize_8bit(x.detach()))
+    (q * torch.arange(1.0, 6.0)).sum().backward()
+    assert x.grad is not None
+    assert torch.equal(x.grad, torch.arange(1.0, 6.0))  # identity, also where clamped
+
+
+def test_quantize_8bit_plain_gradient_is_zero() -> None:
+    x = torch.tensor([0.3, 0.6], requires_grad=True)
+    quantize_8bit(x).sum().backward()
+    assert x.grad is not None
+    assert torch.equal(x.grad, torch.zeros(2))
+
+
 def test_modcrop_crops_bottom_right_to_a_multiple() -> None:
     img = torch.arange(3 * 10 * 13).view(3, 10, 13)
     out = modcrop(img, 4)
