@@ -2,9 +2,9 @@ r"""Reading and writing images as `(3, H, W)` float tensors in [0, 1], with Pill
 
 Every conversion that changes what was in the file (greyscale to RGB, alpha dropped, palette
 expanded, 16 bits scaled) is reported in a note next to the tensor rather than done silently, and
-every failure is one `ImageError` naming the file and the reason. Files are written atomically: a
-temporary file in the destination folder is renamed over the target, so a crash never leaves a
-half-written image behind.
+every failure is one `ImageError` naming the file and the reason. Files are written atomically
+(`atomic_write`: a temporary file in the destination folder is renamed over the target), so a
+crash never leaves a half-written file behind.
 
 Pixel values follow the super-resolution test protocol: 8-bit values $v$ are read as $v / 255$,
 16-bit values as $v / 65535$ (kept at 16-bit precision), and written as
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,14 @@ from torch import Tensor
 
 from flowlearn.images.metrics import to_uint8
 
-__all__ = ["IMAGE_SUFFIXES", "ImageError", "list_images", "read_image", "write_image"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ImageError",
+    "atomic_write",
+    "list_images",
+    "read_image",
+    "write_image",
+]
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 """File name endings (lower case) that `list_images` treats as images."""
@@ -173,6 +182,45 @@ def read_image(path: str | os.PathLike[str]) -> tuple[Tensor, str | None]:
     return tensor, ("; ".join(notes) if notes else None)
 
 
+@contextmanager
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
+    r"""Write a file so that `path` is either its old content or the complete new one.
+
+    Yields the path of a new, empty temporary file in the folder of `path` (hidden, named
+    `.<name>.<random>.tmp`); write to it by name. When the `with` block ends normally the
+    temporary file is renamed over `path` with `os.replace` (atomic on POSIX file systems); when
+    it raises, the temporary file is removed and `path` is left as it was. The file gets the
+    permissions of a normally created file, `0o666` minus the user's umask (not the `0o600` of
+    `tempfile.mkstemp`).
+
+    Args:
+        path: The destination; its folder must exist.
+
+    Yields:
+        The temporary file's path.
+
+    Raises:
+        OSError: The folder cannot be written, or the rename fails (e.g. `path` is a folder).
+
+    Examples:
+        >>> import tempfile
+        >>> target = Path(tempfile.mkdtemp()) / "notes.txt"
+        >>> with atomic_write(target) as tmp:
+        ...     _ = tmp.write_text("complete")
+        >>> target.read_text(), [p.name for p in target.parent.iterdir()]
+        ('complete', ['notes.txt'])
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # O_EXCL: never reuse someone else's file; 0o666 minus the umask, like a normal file.
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_image(path: str | os.PathLike[str], x: Tensor) -> Path:
     r"""Write an RGB image tensor as an 8-bit PNG, atomically, creating parent folders.
 
@@ -214,20 +262,11 @@ def write_image(path: str | os.PathLike[str], x: Tensor) -> Path:
         raise ImageError(
             f"cannot write image {path}: cannot create folder {path.parent} ({_one_line(err)})"
         ) from None
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    done = False
     try:
-        # O_EXCL: never reuse someone else's file; 0o666 minus the umask, like a normal file.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(path) as tmp, tmp.open("wb") as f:
             Image.fromarray(pixels).save(f, format="PNG")
-        os.replace(tmp, path)
-        done = True
     except OSError as err:
         raise ImageError(f"cannot write image {path}: {_one_line(err)}") from None
-    finally:
-        if not done:
-            tmp.unlink(missing_ok=True)
     return path
 
 

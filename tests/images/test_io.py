@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import stat
 import struct
 import zlib
 from pathlib import Path
@@ -9,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from flowlearn.images.io import ImageError, list_images, read_image, write_image
 from flowlearn.images import io as images
+from flowlearn.images.io import ImageError, atomic_write, list_images, read_image, write_image
 
 
 def _png16_rgb(path: Path, values: np.ndarray) -> None:
@@ -29,6 +31,46 @@ def _png16_rgb(path: Path, values: np.ndarray) -> None:
 
 def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_atomic_write_replaces_the_target_on_success(tmp_path: Path) -> None:
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    with atomic_write(target) as tmp:
+        assert tmp.parent == tmp_path and tmp.is_file() and tmp != target
+        assert target.read_bytes() == b"old"  # untouched until the block ends
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+
+
+def test_atomic_write_error_leaves_nothing(tmp_path: Path) -> None:
+    kept = tmp_path / "kept.bin"
+    kept.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="half"):
+        with atomic_write(kept) as tmp:
+            tmp.write_bytes(b"half written")
+            raise RuntimeError("half")
+    with pytest.raises(RuntimeError):
+        with atomic_write(tmp_path / "new.bin"):
+            raise RuntimeError
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.bin"]
+    assert kept.read_bytes() == b"old"
+    (tmp_path / "folder").mkdir()  # the rename itself fails: still nothing left behind
+    with pytest.raises(OSError), atomic_write(tmp_path / "folder") as tmp:
+        tmp.write_bytes(b"x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "kept.bin"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_write_mode_follows_umask(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        with atomic_write(tmp_path / "f.txt") as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o666 & ~umask
 
 
 def test_write_then_read_roundtrip_is_exact(tmp_path: Path) -> None:
