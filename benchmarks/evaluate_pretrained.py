@@ -4,7 +4,7 @@ Usage:
     python benchmarks/evaluate_pretrained.py [--scales 2 4] [--model x2=FILE ...]
         [--set5 DIR] [--set14 DIR] [--draws 5] [--seed 0] [--device auto] [--json FILE]
 
-For each scale, the shipped model (flowlearn.irn.pretrained.load_pretrained, or the file given by
+For each scale, the shipped model (flowlearn.irn.checkpoint.load("x<s>"), or the file given by
 --model x<s>=FILE) and the "Bicubic & Bicubic" baseline are run through the paper's test
 protocol (flowlearn.irn.evaluate.evaluate_folder: modcrop, 8-bit LR, z ~ N(0, I) drawn --draws
 times with seeds seed..seed+draws-1, 8-bit SR, BT.601 Y, border = scale). IRN cells give the
@@ -17,18 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from flowlearn.images.io import atomic_write
+from flowlearn.irn.checkpoint import ModelNotAvailableError, load, model_info
 from flowlearn.irn.evaluate import evaluate_folder
-from flowlearn.irn.pretrained import (
-    ModelNotAvailableError,
-    load_pretrained,
-    load_pretrained_file,
-    pretrained_info,
-)
 from flowlearn.irn.train import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,12 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     described = []
     for s in args.scales:
         try:
-            if s in files:
-                model = load_pretrained_file(files[s], device=device)
-                info = pretrained_info(files[s])
-            else:
-                model = load_pretrained(s, device=device)
-                info = pretrained_info(s)
+            source = files.get(s, s)
+            model, info = load(source, scale=s, device=device), model_info(source)
         except ModelNotAvailableError as err:
             print(f"note: skipping ×{s}: {err}", file=sys.stderr)
             continue
@@ -143,9 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{line}", file=sys.stderr)
     if args.json is not None:
         data = {f"x{s}/{method}/{name}": r for (s, method, name), r in results.items()}
-        tmp = args.json.with_name(f".{args.json.name}.tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, args.json)
+        with atomic_write(args.json) as tmp:
+            tmp.write_text(json.dumps(data, indent=2) + "\n")
     return 0
 
 

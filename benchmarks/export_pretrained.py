@@ -6,7 +6,8 @@ Usage:
         [--seed 0] [--device auto] [--force] [--no-wall-time]
 
 RUN is a training run folder (its checkpoint.pt, else its model.pt), a training checkpoint,
-a flowlearn checkpoint (IRN.save) or an original IRN .pth file. The script
+a flowlearn checkpoint, an original IRN .pth file or anything else flowlearn.irn.checkpoint.load
+reads. The script
 
 1. rounds the weights to float16 and reads them back, so everything below measures exactly
    the file that ships;
@@ -34,14 +35,13 @@ from typing import Any
 import torch
 
 import flowlearn
-from flowlearn.irn import IRN, load_irn
+from flowlearn.irn.checkpoint import load, model_info, save
 from flowlearn.irn.evaluate import evaluate_folder
-from flowlearn.irn.pretrained import load_pretrained_file, pretrained_info, save_pretrained
+from flowlearn.irn.model import IRN
 from flowlearn.irn.train import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
-TRAIN_FORMAT = "flowlearn-irn-train"  # flowlearn.irn.train's checkpoint.pt
 PROTOCOL = (
     "Xiao et al. 2020 test protocol: modcrop to the scale, 8-bit IRN LR, z ~ N(0, I) "
     "(mean of {draws} draws, seeds {seed}..{last}), 8-bit SR, BT.601 Y (float), "
@@ -56,23 +56,12 @@ def load_source(path: Path) -> tuple[IRN, dict[str, Any]]:
         path = checkpoint if checkpoint.is_file() else path / "model.pt"
     if not path.is_file():
         raise SystemExit(f"export_pretrained: error: {path} does not exist")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, Mapping) and obj.get("format") == TRAIN_FORMAT:
-        with torch.random.fork_rng(devices=[]):
-            model = IRN(**obj["model_config"])
-        model.load_state_dict(obj["model"])
-        config = obj.get("config", {})
-        return model, {
-            "steps": int(obj["step"]),
-            "wall_time_s": round(float(obj["seconds"]), 1),
-            "training_config": config,
-        }
-    model = load_irn(path)
-    meta = obj.get("metadata", {}) if isinstance(obj, Mapping) else {}
-    return model, {
-        "steps": meta.get("step") if isinstance(meta, Mapping) else None,
-        "wall_time_s": None,
-        "training_config": {},
+    meta = model_info(path)["metadata"]  # a training checkpoint's step, seconds and config
+    seconds = meta.get("seconds")
+    return load(path), {
+        "steps": meta.get("step"),
+        "wall_time_s": None if seconds is None else round(float(seconds), 1),
+        "training_config": meta.get("training_config") or {},
     }
 
 
@@ -131,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     training_data = args.training_data or (Path(train_dir).name if train_dir else "not recorded")
 
     with tempfile.TemporaryDirectory() as tmp:  # round to float16 through the shipped format
-        staged = save_pretrained(model, Path(tmp) / "staged.safetensors")
-        shipped = load_pretrained_file(staged, device=args.device)
+        staged = save(model, Path(tmp) / "staged.safetensors", dtype=torch.float16)
+        shipped = load(staged, device=args.device)
     numbers: dict[str, Any] = {}
     sets = [("set5", args.set5)] + ([] if args.skip_set14 else [("set14", args.set14)])
     for name, folder in sets:
@@ -182,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         "exported_on": datetime.date.today().isoformat(),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_pretrained(shipped, out, metadata=metadata)
-    check = load_pretrained_file(out)
+    save(shipped, out, metadata=metadata, dtype=torch.float16)
+    check = load(out)
     same = all(
         torch.equal(a, b.cpu())
         for a, b in zip(check.state_dict().values(), shipped.state_dict().values())
@@ -191,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     if not same:
         print(f"export_pretrained: error: {out} does not read back identically", file=sys.stderr)
         return 1
-    size = pretrained_info(out)["file_size"]
+    size = out.stat().st_size
     print(f"wrote {out} ({size:,} bytes, {size / 2**20:.1f} MiB)")
     for key in ("steps", "wall_time_s", "hardware", "training_data", *numbers):
         print(f"  {key}: {metadata[key]}")

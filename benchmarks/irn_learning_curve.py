@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from flowlearn.images.io import atomic_write
 from flowlearn.irn import IRN
 from flowlearn.irn.config import load_config
 from flowlearn.irn.train import train, validate
@@ -109,7 +110,7 @@ def main() -> None:
         rows.append({k: last.get(k, "") for k in COLUMNS})
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as f:
+    with atomic_write(args.out) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, COLUMNS)
         writer.writeheader()
         writer.writerows(rows)

@@ -4,11 +4,12 @@ r"""The Invertible Rescaling Net (Xiao et al. 2020, arXiv:2005.05650).
 * `HaarDownsampling` (`flowlearn.layers.haar`) and `IRNCoupling` (`block`): its two kinds of layer.
 * `irn_losses`, `IRNLosses`, `quantize` (`losses`): the training objective; `irn_backward`: its
   gradients, the batch cut into shards that run in parallel threads on a CPU.
-* `load_irn`, `CheckpointError` (`checkpoint`): weights of the original code or of flowlearn.
+* `load`, `save`, `CheckpointError` (`checkpoint`): weights in (a shipped model by name, a flowlearn
+  checkpoint, the original code's `.pth`, safetensors) and out.
 """
 
 from flowlearn.irn.block import IRNCoupling
-from flowlearn.irn.checkpoint import CheckpointError, load_irn
+from flowlearn.irn.checkpoint import CheckpointError, load, save
 from flowlearn.irn.losses import IRNLosses, irn_backward, irn_losses, quantize
 from flowlearn.irn.model import IRN
 from flowlearn.layers.haar import HaarDownsampling
@@ -21,6 +22,7 @@ __all__ = [
     "IRNLosses",
     "irn_backward",
     "irn_losses",
-    "load_irn",
+    "load",
     "quantize",
+    "save",
 ]

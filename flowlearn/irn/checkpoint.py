@@ -1,63 +1,120 @@
-r"""Reading and writing IRN weights: the original code's state dicts and flowlearn's own format.
+r"""Loading and saving IRN weights: one `load` for whatever a user has, one `save`.
 
-Two formats are understood:
+`load(source)` returns the `IRN` in eval mode, in the dtype asked for (float32 by default,
+whatever the stored dtype: float16, bfloat16, float32 or float64), from
 
-* **original** — the `state_dict` saved by the authors' code (`IRN_x4.pth`, …): keys
-  `operations.<i>.haar_weights` for the fixed Haar filters and
-  `operations.<i>.{F,G,H}.conv{1..5}.{weight,bias}` for the couplings (IRN_SPEC §1.6), perhaps
-  with a `module.` prefix. The scale, the blocks per level, the growth and the channels are read
-  from the keys and shapes; the Haar filters are checked and dropped (flowlearn does not store
-  them). `to_official` writes this layout back, filters included, so the original code can
-  load a flowlearn model.
-* **flowlearn** — a dict `{"format": "flowlearn.irn", "version": 1, "config": {...},
-  "state_dict": {...}, "metadata": {...}}` written by `IRN.save`, where `config` holds the
-  constructor arguments of `IRN`.
+* the **name of a shipped model**, `"x2"`, `"x4"` (or the scale `2`, `4`): a file of
+  `flowlearn/irn/weights/` (`available_models()`); nothing is downloaded;
+* a **flowlearn checkpoint** written by `save(model, "model.pt")` (the `model.pt` of a training
+  run): a `torch.save` dict `{"format": "flowlearn.irn", "version": 1, "config": {...},
+  "state_dict": {...}, "metadata": {...}}`, where `config` holds the arguments of `IRN`;
+* a **training checkpoint**, the `checkpoint.pt` of a run of `flowlearn.irn.train`;
+* a **state dict of the original code** (`IRN_x4.pth`, …): keys `operations.<i>.haar_weights`
+  for the fixed Haar filters and `operations.<i>.{F,G,H}.conv{1..5}.{weight,bias}` for the
+  couplings, bare or wrapped in `{"state_dict": ...}` / `{"params": ...}`, perhaps with the
+  `module.` prefix of `DataParallel`. The scale, the blocks per level, the growth and the channels
+  are read from the keys and shapes; the Haar filters are checked and dropped (flowlearn computes
+  them). A flowlearn `model.state_dict()` (the same keys without the Haar filters) reads the same;
+* a **safetensors** file, recognised by its content (an 8-byte little-endian header length, then
+  a JSON header), whatever its name: the shipped models, whose header holds the config and the
+  metadata as JSON, or any safetensors file holding one of the state dicts above;
+* any of these dicts already loaded in Python.
 
-Every file is read with `torch.load(..., weights_only=True)`: no code in a checkpoint runs.
-Every problem is one `CheckpointError` saying what was found and what was expected.
+No code stored in a file runs: PyTorch files are read with `torch.load(..., weights_only=True)`,
+safetensors files hold tensors and strings only. Every problem is one `CheckpointError` line
+naming the file, what it holds and what was expected.
+
+`save(model, path)` picks the format from the suffix: `.safetensors` writes the shipped format
+(optionally in float16, which halves the file), `.pt` or `.pth` a flowlearn checkpoint; both are
+written atomically. `to_official(model)` gives the weights in the original code's layout, Haar
+filters included, so that the original code can load a flowlearn model.
+
+References:
+    M. Xiao et al., 2020, "Invertible Image Rescaling", ECCV 2020, arXiv:2005.05650, §3.2 (the
+    operations: Haar transformation, then InvBlocks, per level). The original code,
+    github.com/pkuxmq/Invertible-Image-Rescaling: codes/models/modules/Inv_arch.py
+    (`InvRescaleNet.operations`, `HaarDownsampling.haar_weights`), codes/models/base_model.py
+    (`save_network` / `load_network`: the `module.` prefix).
 """
 
 from __future__ import annotations
 
+import importlib.resources
+import io
+import json
 import os
 import re
-import tempfile
+import struct
+import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from flowlearn.layers.haar import haar_kernel
+from flowlearn.images.io import atomic_write
+from flowlearn.layers.haar import HaarDownsampling, haar_kernel
 
 if TYPE_CHECKING:
     from flowlearn.irn.model import IRN
 
 __all__ = [
     "FORMAT",
+    "SHIPPED_FORMAT",
+    "TRAINING_FORMAT",
     "VERSION",
     "CheckpointError",
-    "from_official",
+    "ModelNotAvailableError",
+    "available_models",
     "load",
-    "load_irn",
+    "model_info",
     "save",
     "to_official",
+    "weights_dir",
 ]
 
 FORMAT = "flowlearn.irn"
-"""Value of the `"format"` entry of flowlearn IRN checkpoints."""
+"""The `"format"` entry of a flowlearn checkpoint (`save` to `.pt` / `.pth`)."""
+SHIPPED_FORMAT = "flowlearn.irn.pretrained"
+"""The `"format"` entry of the JSON header of a flowlearn `.safetensors` model."""
+TRAINING_FORMAT = "flowlearn-irn-train"
+"""The `"format"` entry of the `checkpoint.pt` of a training run (`flowlearn.irn.train`)."""
 VERSION = 1
-"""Version of the flowlearn IRN checkpoint layout written by `save`."""
+"""Version of the layouts written by `save`; `load` reads up to this one."""
 
-PathLike = str | os.PathLike[str]
-_OFFICIAL_KEY = re.compile(r"operations\.(\d+)\.(haar_weights|[FGH]\.conv[1-5]\.(?:weight|bias))")
-_PLAIN = (str, int, float, bool, type(None))
+Source = str | os.PathLike[str] | int | Mapping[str, Any]
+_EXPECTED = (
+    "expected a shipped model name (x2, x4), a flowlearn checkpoint (.pt), a state dict of the "
+    "original IRN code (.pth) or a .safetensors model"
+)
+_NAME = re.compile(r"\s*[xX]([1-9][0-9]*)\s*")
+_FILE = re.compile(r"irn_x([1-9][0-9]*)\.(safetensors|pt)")
+_SUFFIXES = (".safetensors", ".pt")  # preference order when a scale has both files
+_KEY = re.compile(r"operations\.(\d+)\.(haar_weights|[FGH]\.conv[1-5]\.(?:weight|bias))")
+_HEADER_KEY = "flowlearn"  # the safetensors `__metadata__` entry holding the JSON header
+_MAX_HEADER = 100_000_000  # safetensors' own limit on the header size
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be read, or that does not describe the requested IRN."""
+    r"""A file or dict that is not IRN weights, or not those of the IRN asked for."""
+
+
+class ModelNotAvailableError(FileNotFoundError):
+    r"""No shipped model of that name in this installation; the message lists what there is."""
+
+
+@dataclass
+class _Weights:
+    # What a source holds, in flowlearn's terms: IRN(**config) and its state dict.
+    kind: str
+    format: str | None
+    version: int | None
+    config: dict[str, Any]
+    state: dict[str, Any]
+    metadata: dict[str, Any]
 
 
 def _brief(items: list[str], limit: int = 4) -> str:
@@ -65,28 +122,271 @@ def _brief(items: list[str], limit: int = 4) -> str:
     return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
-def _read(path: PathLike) -> Any:
-    """`torch.load` with weights only, onto the CPU; unreadable files become `CheckpointError`."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"checkpoint {os.fspath(path)} does not exist")
+# ------------------------------------------------------------------------------ shipped models
+
+
+def weights_dir() -> Path:
+    r"""The package folder that holds the shipped models, `flowlearn/irn/weights/`.
+
+    Returns:
+        Its path (it may not exist in a build that ships no model).
+    """
+    return Path(str(importlib.resources.files("flowlearn.irn") / "weights"))
+
+
+def available_models() -> dict[str, Path]:
+    r"""The models shipped in this installation, by name.
+
+    Returns:
+        `{"x2": Path(".../irn_x2.safetensors"), ...}` sorted by scale; a `.safetensors` file is
+        preferred to a `.pt` file of the same scale. Empty when none is shipped.
+    """
+    folder = weights_dir()
+    found: dict[int, Path] = {}
+    if folder.is_dir():
+        for path in folder.iterdir():
+            match = _FILE.fullmatch(path.name)
+            if match is None or not path.is_file():
+                continue
+            scale = int(match[1])
+            old = found.get(scale)
+            if old is None or _SUFFIXES.index(path.suffix) < _SUFFIXES.index(old.suffix):
+                found[scale] = path
+    return {f"x{s}": found[s] for s in sorted(found)}
+
+
+def _shipped_name(source: object) -> str | None:
+    # "x4" for 4, "x4", "X4"; None when `source` does not name a shipped model.
+    if isinstance(source, int) and not isinstance(source, bool):
+        if source < 1:
+            raise ValueError(
+                f"a shipped model is named by its scale, such as 'x2' or 4; got {source}"
+            )
+        return f"x{source}"
+    match = _NAME.fullmatch(source) if isinstance(source, str) else None
+    return f"x{int(match[1])}" if match else None
+
+
+def _locate(source: str | os.PathLike[str] | int) -> Path:
+    # The file that `source` names: a shipped model or an existing file.
+    name = _shipped_name(source)
+    if name is not None:
+        models = available_models()
+        if name not in models:
+            listed = ", ".join(models) if models else "none"
+            raise ModelNotAvailableError(
+                f"no shipped model {name!r} in this installation; available: {listed}"
+            )
+        return models[name]
+    if not isinstance(source, str | os.PathLike):
+        raise TypeError(f"load: got a {type(source).__name__}; {_EXPECTED}")
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"{path} is a folder, not a model file; {_EXPECTED}")
+    return path
+
+
+# ------------------------------------------------------------------------------ reading
+
+
+def _torch_load(path: Path, data: bytes) -> Any:
+    if data.startswith(b"PK") and not zipfile.is_zipfile(io.BytesIO(data)):  # no zip directory
+        raise CheckpointError(f"{path} is a truncated PyTorch file; {_EXPECTED}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt, truncated, not a torch file, or unsafe pickle
-        raise CheckpointError(f"{os.fspath(path)} is not a readable checkpoint: {err}") from err
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # in our words: never PyTorch's advice to load unsafely
+        text = str(err)
+        if "Weights only load failed" in text:
+            what = "holds pickled Python objects besides tensors (loading it could run code)"
+        elif isinstance(err, EOFError) or "unexpected EOF" in text:
+            what = "is a truncated PyTorch file"
+        else:
+            what = f"is a damaged PyTorch file ({text.split('.')[0].strip() or type(err).__name__})"
+        raise CheckpointError(f"{path} {what}; {_EXPECTED}") from None
 
 
-def _build(config: Mapping[str, Any]) -> IRN:
-    """A new IRN that leaves the global random state untouched (its weights are overwritten)."""
-    from flowlearn.irn.model import IRN
+def _read_safetensors(path: Path, data: bytes) -> _Weights:
+    from safetensors.torch import load as load_safetensors
 
-    with torch.random.fork_rng(devices=[]):
-        return IRN(**config)
+    try:
+        tensors = load_safetensors(data)
+        header = json.loads(data[8 : 8 + struct.unpack("<Q", data[:8])[0]])
+    except Exception as err:  # a damaged header or tensor table
+        raise CheckpointError(f"{path} is a damaged safetensors file ({err})") from None
+    stored = header.get("__metadata__") or {}
+    if _HEADER_KEY not in stored:  # a plain state dict saved as safetensors
+        return _from_state_dict(tensors, str(path))
+    try:
+        meta = json.loads(stored[_HEADER_KEY])
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != SHIPPED_FORMAT:
+        raise CheckpointError(
+            f"{path}: its {_HEADER_KEY!r} metadata is not a flowlearn header "
+            f"(format {SHIPPED_FORMAT!r})"
+        )
+    return _checked(
+        _Weights(
+            kind="flowlearn safetensors model",
+            format=SHIPPED_FORMAT,
+            version=meta.get("version"),
+            config=meta.get("config"),  # type: ignore[arg-type]
+            state=tensors,
+            metadata=meta.get("metadata") or {},
+        ),
+        str(path),
+    )
 
 
-def _load_weights(model: IRN, state: Mapping[str, Any], source: str) -> IRN:
-    """Load `state` strictly into `model`, listing missing, unexpected and misshaped entries."""
+def _read_file(path: Path) -> _Weights:
+    # Recognised by content, not by name: safetensors, a PyTorch file, or neither.
+    data = path.read_bytes()
+    if not data:
+        raise CheckpointError(f"{path} is empty (0 bytes); {_EXPECTED}")
+    if len(data) >= 9 and data[8:9] == b"{":
+        header_size = struct.unpack("<Q", data[:8])[0]
+        if header_size <= _MAX_HEADER:
+            if 8 + header_size > len(data):
+                raise CheckpointError(
+                    f"{path} is a truncated safetensors file (a {header_size}-byte header "
+                    f"announced, {len(data)} bytes in all)"
+                )
+            return _read_safetensors(path, data)
+    if data.startswith(b"PK\x03\x04") or data[:1] == b"\x80":  # torch.save: zip or pickle
+        return _from_object(_torch_load(path, data), str(path))
+    try:
+        data[:256].decode("utf-8")
+        what = f"a text file ({data[:40].decode('utf-8', 'replace').splitlines()[0]!r}…)"
+    except UnicodeDecodeError:
+        what = f"neither a PyTorch nor a safetensors file (it starts with {data[:8]!r})"
+    raise CheckpointError(f"{path} is {what}; {_EXPECTED}")
+
+
+def _from_object(obj: Any, name: str) -> _Weights:
+    # A loaded dict: flowlearn checkpoint, training checkpoint or a state dict.
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{name} holds a {type(obj).__name__}; {_EXPECTED}")
+    fmt = obj.get("format")
+    if fmt == FORMAT:
+        meta = obj.get("metadata")
+        weights = _Weights(
+            "flowlearn checkpoint",
+            FORMAT,
+            obj.get("version"),
+            obj.get("config"),  # type: ignore[arg-type]
+            obj.get("state_dict"),  # type: ignore[arg-type]
+            dict(meta) if isinstance(meta, Mapping) else {},
+        )
+        return _checked(weights, name)
+    if fmt == TRAINING_FORMAT:
+        metadata = {k: obj.get(k) for k in ("step", "seconds")}
+        weights = _Weights(
+            "training checkpoint",
+            TRAINING_FORMAT,
+            obj.get("version"),
+            obj.get("model_config"),  # type: ignore[arg-type]
+            obj.get("model"),  # type: ignore[arg-type]
+            {**metadata, "training_config": obj.get("config", {})},
+        )
+        return _checked(weights, name)
+    if fmt is not None:
+        raise CheckpointError(f"{name} has the unknown format {fmt!r}; {_EXPECTED}")
+    return _from_state_dict(obj, name)
+
+
+def _checked(weights: _Weights, name: str) -> _Weights:
+    version = weights.version
+    if weights.format != TRAINING_FORMAT and (not isinstance(version, int) or version > VERSION):
+        raise CheckpointError(
+            f"{name} is a {weights.kind} of version {version!r}; this flowlearn reads up to "
+            f"{VERSION}"
+        )
+    if not isinstance(weights.config, Mapping) or not isinstance(weights.state, Mapping):
+        raise CheckpointError(f"{name} is a {weights.kind} without its config or its weights")
+    weights.config, weights.state = dict(weights.config), dict(weights.state)
+    return weights
+
+
+def _from_state_dict(obj: Mapping[str, Any], name: str) -> _Weights:
+    # The original code's state dict (or flowlearn's, without Haar filters): the architecture
+    # is read from the keys and shapes; the Haar filters are checked and dropped.
+    for wrapper in ("state_dict", "params"):
+        if isinstance(obj.get(wrapper), Mapping):
+            obj = obj[wrapper]
+            break
+    state = {str(k).removeprefix("module."): v for k, v in obj.items()}
+    ops: dict[int, set[str]] = {}
+    unknown = []
+    for key in state:
+        match = _KEY.fullmatch(key)
+        if match is None:
+            unknown.append(key)
+        else:
+            ops.setdefault(int(match[1]), set()).add(match[2])
+    if unknown or not ops:
+        found = f"unexpected keys {_brief(unknown)}" if unknown else "no keys"
+        raise CheckpointError(
+            f"{name} is not an IRN state dict ({found}); expected keys "
+            "operations.<i>.haar_weights and operations.<i>.{F,G,H}.conv<1-5>.{weight,bias}"
+        )
+    n_ops = max(ops) + 1
+    if any("haar_weights" in keys for keys in ops.values()):  # the original layout
+        haar = [i for i in range(n_ops) if "haar_weights" in ops.get(i, set())]
+        absent = [str(i) for i in range(n_ops) if i not in ops]
+        if absent:
+            raise CheckpointError(f"{name} lacks every key of operations {_brief(absent)}")
+    else:  # flowlearn's state dict: the Haar levels are the operations without weights
+        haar = [i for i in range(n_ops) if i not in ops]
+    if not haar or haar[0] != 0 or len(haar) not in (1, 2, 3):
+        raise CheckpointError(
+            f"{name}: expected 1, 2 or 3 Haar levels (scale 2, 4 or 8), the first at "
+            f"operations.0; found them at operations {_brief([str(i) for i in haar]) or 'none'}"
+        )
+    blocks = [end - start - 1 for start, end in zip(haar, [*haar[1:], n_ops])]
+
+    def size(suffix: str, dim: int, default: int) -> int:
+        key = next((k for k in state if k.endswith(suffix)), None)
+        value = state.get(key) if key else None
+        return int(value.shape[dim]) if isinstance(value, Tensor) and value.ndim > dim else default
+
+    channels = size(".G.conv1.weight", 1, 3)  # G sees the LR branch: (growth, C, 3, 3)
+    for level, i in enumerate(haar):
+        kernel = state.pop(f"operations.{i}.haar_weights", None)
+        if kernel is None:
+            continue
+        expected = haar_kernel(channels * 4**level)  # (4C, 1, 2, 2) of ±1
+        if not (
+            isinstance(kernel, Tensor)
+            and kernel.shape == expected.shape
+            and torch.equal(kernel.to(expected), expected)
+        ):
+            shape = tuple(kernel.shape) if isinstance(kernel, Tensor) else type(kernel).__name__
+            raise CheckpointError(
+                f"{name}: operations.{i}.haar_weights {shape} is not the fixed ±1 Haar filter "
+                f"bank of shape {tuple(expected.shape)}"
+            )
+    config = {
+        "scale": 2 ** len(haar),
+        "blocks": blocks,
+        "growth": size(".F.conv1.weight", 0, 32),
+        "channels": channels,
+    }
+    return _Weights("state dict of the original IRN code", None, None, config, state, {})
+
+
+def _read(source: Source) -> tuple[_Weights, str]:
+    if isinstance(source, Mapping):
+        return _from_object(source, "the given dict"), "the given dict"
+    path = _locate(source)
+    return _read_file(path), str(path)
+
+
+def _check_state(model: IRN, state: Mapping[str, Any], name: str) -> None:
+    # Strict: every weight present, nothing else, right shapes, floating tensors.
     expected = model.state_dict()
-    bad = [k for k, v in state.items() if not isinstance(v, Tensor)]
+    bad = [k for k, v in state.items() if not (isinstance(v, Tensor) and v.is_floating_point())]
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     shapes = [
@@ -97,7 +397,7 @@ def _load_weights(model: IRN, state: Mapping[str, Any], source: str) -> IRN:
     problems = [
         f"{what}: {_brief(keys)}"
         for what, keys in (
-            ("not tensors", bad),
+            ("not floating-point tensors", bad),
             ("missing keys", missing),
             ("unexpected keys", unexpected),
             ("wrong shapes", shapes),
@@ -105,126 +405,108 @@ def _load_weights(model: IRN, state: Mapping[str, Any], source: str) -> IRN:
         if keys
     ]
     if problems:
-        raise CheckpointError(
-            f"{source} does not match IRN({_fmt_config(model.config)}): " + "; ".join(problems)
-        )
-    dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
-    if len(dtypes) == 1:
-        model.to(dtypes.pop())  # keep float64 weights float64
-    model.load_state_dict(state)
-    return model
+        config = ", ".join(f"{k}={v}" for k, v in model.config.items())
+        raise CheckpointError(f"{name} does not match IRN({config}): " + "; ".join(problems))
 
 
-def _fmt_config(config: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in config.items())
-
-
-def _check_scale(found: int, expected: int | None, source: str) -> None:
-    if expected is not None and found != expected:
-        raise CheckpointError(f"{source}: checkpoint is for scale {found}, expected {expected}")
-
-
-# ------------------------------------------------------------------------------ original code
-
-
-def _unwrap_official(obj: Any, source: str) -> dict[str, Any]:
-    """The bare state dict: unwrap `{"state_dict": ...}` / `{"params": ...}`, strip `module.`."""
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{source} holds a {type(obj).__name__}, expected a state dict")
-    if obj.get("format") == FORMAT:
-        raise CheckpointError(f"{source} is a flowlearn checkpoint; read it with IRN.load")
-    for wrapper in ("state_dict", "params"):
-        if isinstance(obj.get(wrapper), Mapping):
-            obj = obj[wrapper]
-            break
-    return {k.removeprefix("module."): v for k, v in obj.items()}
-
-
-def _official_config(state: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """Scale, blocks per level, growth and channels read from the original keys and shapes."""
-    ops: dict[int, set[str]] = {}
-    unknown = []
-    for key in state:
-        match = _OFFICIAL_KEY.fullmatch(key)
-        if match is None:
-            unknown.append(key)
-            continue
-        ops.setdefault(int(match[1]), set()).add(match[2])
-    if unknown:
-        raise CheckpointError(
-            f"{source} is not an IRN state dict of the original code: unexpected keys "
-            f"{_brief(unknown)}"
-        )
-    if sorted(ops) != list(range(len(ops))) or "haar_weights" not in ops.get(0, ()):
-        raise CheckpointError(
-            f"{source}: expected operations 0, 1, … starting with a Haar layer "
-            f"(operations.0.haar_weights), found operations {_brief([str(i) for i in sorted(ops)])}"
-        )
-    haar = [i for i in sorted(ops) if "haar_weights" in ops[i]]
-    levels = len(haar)
-    if levels not in (1, 2, 3):
-        raise CheckpointError(
-            f"{source} has {levels} Haar levels, expected 1, 2 or 3 (scale 2, 4 or 8)"
-        )
-    blocks = [end - start - 1 for start, end in zip(haar, [*haar[1:], len(ops)])]
-    channels = int(state["operations.0.haar_weights"].shape[0]) // 4
-    growth_key = next((k for k in state if k.endswith(".F.conv1.weight")), None)
-    growth = int(state[growth_key].shape[0]) if growth_key else 32
-    return {"scale": 2**levels, "blocks": blocks, "growth": growth, "channels": channels}
-
-
-def _from_official_obj(obj: Any, source: str, scale: int | None) -> IRN:
-    state = _unwrap_official(obj, source)
-    config = _official_config(state, source)
-    _check_scale(config["scale"], scale, source)
-    model = _build(config)
-    current = model.channels
-    for i in range(len(model.operations)):
-        key = f"operations.{i}.haar_weights"
-        if key in state:
-            weights = state.pop(key)
-            expected = haar_kernel(current)
-            if (
-                not isinstance(weights, Tensor)
-                or weights.shape != expected.shape
-                or not torch.equal(weights.to(expected), expected)
-            ):
-                shape = tuple(weights.shape) if isinstance(weights, Tensor) else type(weights)
-                raise CheckpointError(
-                    f"{source}: {key} {shape} is not the fixed ±1 Haar filter bank of shape "
-                    f"{tuple(expected.shape)}"
-                )
-            current *= 4
-    return _load_weights(model, state, source)
-
-
-def from_official(source: PathLike | Mapping[str, Any], *, scale: int | None = None) -> IRN:
-    """Build an `IRN` from a state dict of the original code (a file or a loaded dict).
+def load(
+    source: Source,
+    *,
+    scale: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> IRN:
+    r"""The IRN that `source` holds, in eval mode (see the module docstring for every kind).
 
     Args:
-        source: path of a `.pth` file, or the loaded state dict (a `module.` prefix and a
-            `{"state_dict": ...}` or `{"params": ...}` wrapper are accepted).
-        scale: expected scale; a checkpoint of another scale is a `CheckpointError`.
+        source: a shipped model name (`"x2"`, `"x4"`, or the scale `2`, `4`), the path of a
+            model file (flowlearn checkpoint, training checkpoint, original `.pth`,
+            `.safetensors`; recognised by content), or such a dict already loaded.
+        scale: when given, the model must have this scale.
+        dtype: floating dtype of the returned model, whatever the stored one.
+        device: where the model goes.
 
     Returns:
-        The model on the CPU, in the dtype of the stored weights.
+        The `IRN`, in eval mode, on `device`, in `dtype`.
+
+    Raises:
+        CheckpointError: the source is not IRN weights (the message names it, what it holds and
+            what was expected), or the model has another scale than `scale`.
+        ModelNotAvailableError: no shipped model of that name (a `FileNotFoundError`); the
+            message lists the models that are.
+        FileNotFoundError: no such file.
+
+    Examples:
+        >>> import tempfile
+        >>> from flowlearn.irn import IRN
+        >>> net = IRN(2, blocks=[1], growth=4)
+        >>> folder = tempfile.mkdtemp()
+        >>> torch.save(to_official(net), f"{folder}/IRN_x2.pth")  # the original layout
+        >>> load(f"{folder}/IRN_x2.pth", scale=2).config == net.config
+        True
+        >>> load(save(net, f"{folder}/model.pt"), dtype=torch.float64).training
+        False
     """
-    if isinstance(source, Mapping):
-        return _from_official_obj(source, "state dict", scale)
-    return _from_official_obj(_read(source), os.fspath(source), scale)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"load: dtype must be a floating-point torch.dtype, got {dtype!r}")
+    weights, name = _read(source)
+    found = weights.config.get("scale")
+    if scale is not None and found != scale:
+        raise CheckpointError(f"{name} holds a x{found} model, expected scale {scale}")
+    from flowlearn.irn.model import IRN
+
+    try:
+        with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten
+            model = IRN(**weights.config)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{name} has an invalid config {weights.config}: {err}") from None
+    _check_state(model, weights.state, name)
+    model.to(dtype).load_state_dict(weights.state)  # copied into `dtype`
+    return model.to(device).eval()
+
+
+def model_info(name_or_path: str | int | os.PathLike[str]) -> dict[str, Any]:
+    r"""What a shipped model (by name) or a model file (by path) holds, without building it.
+
+    Returns:
+        `{"kind", "format", "version", "dtype", "config", "metadata", "path", "file_size"}`:
+        `kind` such as `"flowlearn safetensors model"`, `dtype` the stored floating dtype(s)
+        (`"float16"`), `config` the arguments of `IRN`, `metadata` what `save` was given (for
+        the shipped models: training steps, wall time, hardware, training data, measured PSNR,
+        …; for a training checkpoint: step, seconds and the training configuration).
+
+    Examples:
+        >>> info = model_info("x2")
+        >>> info["config"]["scale"], info["dtype"]
+        (2, 'float16')
+    """
+    path = _locate(name_or_path)
+    weights = _read_file(path)
+    dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in weights.state.values()})
+    return {
+        "kind": weights.kind,
+        "format": weights.format,
+        "version": weights.version,
+        "dtype": ", ".join(dtypes),
+        "config": weights.config,
+        "metadata": weights.metadata,
+        "path": path,
+        "file_size": path.stat().st_size,
+    }
+
+
+# ------------------------------------------------------------------------------ writing
 
 
 def to_official(model: IRN) -> OrderedDict[str, Tensor]:
-    """The weights in the original code's layout and key order, Haar filters included.
+    r"""The weights in the original code's layout and key order, Haar filters included.
 
     Args:
         model: the `IRN`.
 
     Returns:
-        An `OrderedDict` loadable by the original `InvRescaleNet.load_state_dict`.
+        An `OrderedDict` that the original `InvRescaleNet.load_state_dict` accepts (and `load`).
     """
-    from flowlearn.layers.haar import HaarDownsampling
-
     ref = next(model.parameters(), None)
     kw: dict[str, Any] = {"dtype": ref.dtype, "device": ref.device} if ref is not None else {}
     out: OrderedDict[str, Tensor] = OrderedDict()
@@ -236,132 +518,77 @@ def to_official(model: IRN) -> OrderedDict[str, Tensor]:
     return out
 
 
-# ------------------------------------------------------------------------------ flowlearn format
+def save(
+    model: IRN,
+    path: str | os.PathLike[str],
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    r"""Write `model` to `path`, atomically, in the format its suffix names.
 
-
-def _check_plain(obj: Any, where: str) -> None:
-    """Metadata must survive `weights_only` loading: plain Python values and tensors only."""
-    if isinstance(obj, Mapping):
-        for k, v in obj.items():
-            if not isinstance(k, str):
-                raise TypeError(f"{where}: keys must be strings, got {k!r}")
-            _check_plain(v, f"{where}[{k!r}]")
-    elif isinstance(obj, list | tuple):
-        for i, v in enumerate(obj):
-            _check_plain(v, f"{where}[{i}]")
-    elif not isinstance(obj, (*_PLAIN, Tensor)):
-        raise TypeError(
-            f"{where} is a {type(obj).__name__}; metadata may hold str, int, float, bool, None, "
-            "tensors, lists and dicts"
-        )
-
-
-def save(model: IRN, path: PathLike, *, metadata: Mapping[str, Any] | None = None) -> None:
-    """Write `model` as a flowlearn checkpoint, atomically (temporary file + `os.replace`).
+    * `.safetensors`: the shipped format, the `state_dict` tensors plus a JSON header
+      `{"format": "flowlearn.irn.pretrained", "version": 1, "dtype": ..., "config": ...,
+      "metadata": ...}` in the safetensors metadata entry `"flowlearn"`;
+    * `.pt` or `.pth`: a flowlearn checkpoint, `torch.save` of
+      `{"format": "flowlearn.irn", "version": 1, "config", "state_dict", "metadata"}`.
 
     Args:
-        model: the `IRN`.
+        model: the `IRN` (any device and floating dtype).
         path: destination file (its folder must exist).
-        metadata: optional plain values to store alongside (training step, data set, …).
+        metadata: plain JSON values stored alongside (training steps, measured quality, …).
+        dtype: store the weights in this dtype (`torch.float16` for the shipped models: half
+            the size, each weight within a relative $2^{-11}$); `None` keeps the model's.
+
+    Returns:
+        `path` as a `Path`.
+
+    Raises:
+        ValueError: another suffix, metadata that JSON cannot hold, or a weight that does not
+            fit in `dtype` (beyond ±65504 in float16).
     """
-    meta = dict(metadata or {})
-    _check_plain(meta, "metadata")
-    payload = {
-        "format": FORMAT,
-        "version": VERSION,
-        "config": model.config,
-        "state_dict": OrderedDict((k, v.detach().cpu()) for k, v in model.state_dict().items()),
-        "metadata": meta,
-    }
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.suffix not in (".safetensors", ".pt", ".pth"):
+        raise ValueError(f"save: {path} must end in .safetensors (shipped format), .pt or .pth")
+    meta = dict(metadata or {})
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _from_payload(obj: Mapping[str, Any], source: str, scale: int | None) -> IRN:
-    version = obj.get("version")
-    if not isinstance(version, int) or version > VERSION:
-        raise CheckpointError(
-            f"{source} has checkpoint version {version!r}; this flowlearn reads up to {VERSION}"
-        )
-    config, state = obj.get("config"), obj.get("state_dict")
-    if not isinstance(config, Mapping) or not isinstance(state, Mapping):
-        raise CheckpointError(f"{source} lacks its 'config' or 'state_dict' entry")
-    _check_scale(config.get("scale"), scale, source)  # type: ignore[arg-type]
-    try:
-        model = _build(config)
+        json.dumps(meta, allow_nan=False)
     except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{source} has an invalid config {dict(config)}: {err}") from err
-    return _load_weights(model, state, source)
+        raise ValueError(
+            f"save: metadata must be plain JSON values (str, int, float, bool, None, lists, "
+            f"dicts): {err}"
+        ) from None
+    state: OrderedDict[str, Tensor] = OrderedDict()
+    for key, value in model.state_dict().items():
+        stored = value.detach().to("cpu", dtype or value.dtype).contiguous()
+        if torch.isfinite(value).all() and not torch.isfinite(stored).all():
+            raise ValueError(f"save: {key} does not fit in {stored.dtype} (|w| too large)")
+        state[key] = stored
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save as safetensors_bytes
 
-
-def load(
-    path: PathLike, *, scale: int | None = None, map_location: str | torch.device = "cpu"
-) -> IRN:
-    """Read a flowlearn checkpoint written by `save`.
-
-    Args:
-        path: the file.
-        scale: expected scale; a checkpoint of another scale is a `CheckpointError`.
-        map_location: device the model is moved to.
-    """
-    obj = _read(path)
-    if not isinstance(obj, Mapping) or obj.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{os.fspath(path)} is not a flowlearn IRN checkpoint (no 'format': {FORMAT!r}); "
-            "for weights of the original code use IRN.from_official or load_irn"
-        )
-    return _from_payload(obj, os.fspath(path), scale).to(map_location)
-
-
-def _resolve(path_or_name: PathLike) -> Path:
-    """An existing checkpoint file (shipped models are loaded by `flowlearn.irn.pretrained`)."""
-    path = Path(path_or_name)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {os.fspath(path_or_name)} does not exist")
+        dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in state.values()})
+        header = {
+            "format": SHIPPED_FORMAT,
+            "version": VERSION,
+            "dtype": ", ".join(dtypes),
+            "config": model.config,
+            "metadata": meta,
+        }
+        data = safetensors_bytes(state, metadata={_HEADER_KEY: json.dumps(header)})
+        with atomic_write(path) as tmp:
+            tmp.write_bytes(data)
+    else:
+        payload = {
+            "format": FORMAT,
+            "version": VERSION,
+            "config": model.config,
+            "state_dict": state,
+            "metadata": meta,
+        }
+        with atomic_write(path) as tmp:
+            torch.save(payload, tmp)
     return path
 
 
-def load_irn(
-    path_or_name: PathLike | Mapping[str, Any],
-    *,
-    scale: int | None = None,
-    map_location: str | torch.device = "cpu",
-) -> IRN:
-    """Load an IRN from either format, recognised by its keys.
-
-    Args:
-        path_or_name: a flowlearn checkpoint or an original `.pth` state dict (a path, the name
-            or an already loaded dict).
-        scale: expected scale; a checkpoint of another scale is a `CheckpointError`.
-        map_location: device the model is moved to.
-
-    Examples:
-        >>> import tempfile, os, torch
-        >>> from flowlearn.irn import IRN, load_irn
-        >>> net = IRN(2, blocks=[1], growth=4)
-        >>> with tempfile.TemporaryDirectory() as tmp:
-        ...     net.save(os.path.join(tmp, "model.pt"))
-        ...     torch.save(net.to_official(), os.path.join(tmp, "official.pth"))
-        ...     a = load_irn(os.path.join(tmp, "model.pt"))
-        ...     b = load_irn(os.path.join(tmp, "official.pth"), scale=2)
-        >>> a.config == b.config == net.config
-        True
-    """
-    if isinstance(path_or_name, Mapping):
-        obj: Any = path_or_name
-        source = "checkpoint dict"
-    else:
-        path = _resolve(path_or_name)
-        obj, source = _read(path), os.fspath(path)
-    if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
-        model = _from_payload(obj, source, scale)
-    else:
-        model = _from_official_obj(obj, source, scale)
-    return model.to(map_location)
+load_irn = load  # until flowlearn.irn.model stops importing it

@@ -11,7 +11,7 @@ r"""`flowlearn irn …`: downscale, upscale, test and train Invertible Rescaling
   trains from a YAML configuration or a shipped one (`x2`, `x4`, `x8`, `tiny`).
 
 `--model` takes a flowlearn checkpoint, an original IRN `.pth` file or the name of a shipped
-model (`resolve_model`).
+model (`flowlearn.irn.checkpoint.load`).
 
 User errors (unreadable files, sizes that are not a multiple of the scale, a model of another
 scale, an output folder that cannot be written, bad configurations) print one line
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -36,40 +35,22 @@ import torch.nn.functional as F
 if TYPE_CHECKING:
     from flowlearn.irn.model import IRN
 
-__all__ = ["register", "resolve_model"]
+__all__ = ["register"]
 
 _USER_ERRORS = (ValueError, OSError)  # ImageError, CheckpointError, ConfigError are ValueErrors
 
 
-def resolve_model(spec: str | None, *, scale: int | None = None, device: str = "cpu") -> IRN:
-    r"""The IRN that `--model SPEC` names: a checkpoint file or the name of a shipped model.
+def _model(args: argparse.Namespace) -> IRN:
+    r"""The IRN of `--model` (default: the shipped model of `--scale`, else x4) on `--device`.
 
-    All model lookup of the command line goes through here: `flowlearn.irn.checkpoint.load_irn`
-    reads both checkpoint formats, `flowlearn.irn.pretrained` the models shipped in the package.
-
-    Args:
-        spec: a flowlearn checkpoint (`IRN.save`, `model.pt` of a training run), an original
-            IRN `.pth` state dict, or the name of a shipped model (`x2`, `x4`); `None` means
-            the shipped model of `scale` (default `x4`).
-        scale: when given, the model must have this scale.
-        device: `"cpu"`, `"cuda"` or `"auto"`.
-
-    Returns:
-        The `IRN`, in eval mode, on `device`.
-
-    Raises:
-        ValueError: unreadable checkpoint (`CheckpointError`) or a model of another scale.
-        OSError: no such file or shipped model.
+    The model is read by `flowlearn.irn.checkpoint.load` (shipped names, flowlearn and original
+    checkpoints, safetensors) and checked against `--scale`.
     """
-    from flowlearn.irn.checkpoint import load_irn
-    from flowlearn.irn.pretrained import is_model_name, load_pretrained
+    from flowlearn.irn.checkpoint import load
     from flowlearn.irn.train import resolve_device
 
-    spec = spec or f"x{scale or 4}"
-    model = load_pretrained(spec) if is_model_name(spec) else load_irn(spec)
-    if scale is not None and model.scale != scale:
-        raise ValueError(f"{spec} is a x{model.scale} model, but --scale {scale} was given")
-    return model.to(resolve_device(device)).eval()
+    spec = args.model or f"x{args.scale or 4}"
+    return load(spec, scale=args.scale, device=resolve_device(args.device))
 
 
 class _Reporter:
@@ -119,7 +100,7 @@ def _rescale_files(args: argparse.Namespace, command: str, convert: Callable[...
 
     report = _Reporter(command)
     try:
-        model = resolve_model(args.model, scale=args.scale, device=args.device)
+        model = _model(args)
     except _USER_ERRORS as err:
         report.error(err)
         return report.status
@@ -205,11 +186,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
         report.error("--bicubic needs --scale")
         return 2
     try:
-        model = (
-            None
-            if args.bicubic
-            else resolve_model(args.model, scale=args.scale, device=args.device)
-        )
+        model = None if args.bicubic else _model(args)
         scale = args.scale if model is None else model.scale
         if args.save_images is not None and not _prepare_out(args.save_images, report):
             return report.status
@@ -232,16 +209,11 @@ def _cmd_test(args: argparse.Namespace) -> int:
 
 
 def _write_json(path: Path, data: Any) -> None:
+    from flowlearn.images.io import atomic_write
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 r"""`flowlearn demo`: rescale a photo with the shipped IRN models and with bicubic, side by side.
 
-For every scale $s$ whose model is shipped (`flowlearn.irn.pretrained`), the photo $x$ (cropped to
-a multiple of the largest scale, with a note when that changes it) is
+For every scale $s$ whose model is shipped (`flowlearn.irn.checkpoint.available_models`), the
+photo $x$ (cropped to a multiple of the largest scale, with a note when that changes it) is
 
 * downscaled by IRN to the 8-bit LR image $y = \mathrm{Quantize}(f(x)_{\mathrm{LR}})$ and
   upscaled back from $y$ alone, $\hat{x} = f^{-1}(y, z)$ with $z \sim \mathcal{N}(0, I)$ drawn
@@ -26,7 +26,6 @@ import argparse
 import importlib.resources
 import io
 import os
-import secrets
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -38,14 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from flowlearn.images.io import read_image, write_image
+from flowlearn.images.io import atomic_write, read_image, write_image
 from flowlearn.images.metrics import modcrop
+from flowlearn.irn.checkpoint import ModelNotAvailableError, available_models, load
 from flowlearn.irn.evaluate import bicubic_downscale, bicubic_upscale, evaluate_pair
-from flowlearn.irn.pretrained import (
-    ModelNotAvailableError,
-    available_models,
-    load_pretrained,
-)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -151,16 +146,6 @@ def _figure(
     return buffer.getvalue()
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def format_rows(rows: list[dict[str, float | int | str]], seed: int) -> str:
     r"""The metrics table printed by the demo (Y = BT.601 luma; border = scale)."""
     head = f"{'scale':<6}{'method':<22}{'PSNR-Y':>8}{'SSIM-Y':>8}{'PSNR-RGB':>10}{'SSIM-RGB':>10}"
@@ -207,7 +192,7 @@ def run_demo(
     models = {}
     for s in sorted(set(scales)):
         try:
-            models[s] = load_pretrained(s)
+            models[s] = load(s)
         except ModelNotAvailableError as err:
             result.skipped[s] = str(err)
             log(f"note: skipping ×{s}: {err}")
@@ -260,7 +245,8 @@ def run_demo(
             log(f"×{s}: done in {time.perf_counter() - t0:.1f} s")
     log("drawing demo.png ...")
     figure = out / "demo.png"
-    _write_bytes(figure, _figure(hr, panels, result.rows))
+    with atomic_write(figure) as tmp:
+        tmp.write_bytes(_figure(hr, panels, result.rows))
     result.files.insert(0, figure)
     result.seconds = time.perf_counter() - started
     return result

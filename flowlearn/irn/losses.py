@@ -6,10 +6,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, fields
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+from flowlearn.images.metrics import quantize_8bit
 
 if TYPE_CHECKING:
     from flowlearn.irn.model import IRN
@@ -20,46 +22,21 @@ CHARBONNIER_EPS = 1e-6
 r"""$\epsilon$ inside the square root of the Charbonnier reconstruction loss (original value)."""
 
 
-class _Quantize(torch.autograd.Function):
-    """Round to 8 bits going forward, pass the gradient unchanged going back."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:
-        return torch.round(x.clamp(0, 1) * 255) / 255
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        return grad
-
-
 def quantize(x: Tensor) -> Tensor:
-    r"""Straight-through 8-bit quantiser: $\mathrm{round}(255\,\mathrm{clip}(x, 0, 1)) / 255$.
+    r"""The quantiser $Q$ of the IRN objective: `quantize_8bit(x, straight_through=True)`.
 
-    The backward pass is the identity, including where the clamp is active, as in the original
-    IRN code: it lets the reconstruction loss train the forward (downscaling) pass through the
-    rounding of the LR image.
-
-    References:
-        Y. Bengio, N. Léonard, A. Courville, 2013. "Estimating or Propagating Gradients Through
-        Stochastic Neurons for Conditional Computation." arXiv:1308.3432 (the straight-through
-        estimator). Used by Xiao et al. 2020, arXiv:2005.05650, §3.3.
-
-    Args:
-        x: any tensor, usually an LR image `(B, 3, h, w)` in [0, 1].
+    $Q(y) = \mathrm{round}(255\,\mathrm{clip}(y, 0, 1)) / 255$ going forward, the identity
+    going back (see `flowlearn.images.metrics.quantize_8bit`), so that the reconstruction loss
+    trains the downscaling pass through the rounding of the LR image (Xiao et al. 2020,
+    arXiv:2005.05650, §3.3).
 
     Examples:
-        >>> import torch
-        >>> x = torch.tensor([-0.2, 0.5, 0.999, 1.7], requires_grad=True)
-        >>> q = quantize(x)
-        >>> (q * 255).round().tolist()
-        [0.0, 128.0, 255.0, 255.0]
-        >>> q.sum().backward()
-        >>> x.grad.tolist()
-        [1.0, 1.0, 1.0, 1.0]
+        >>> x = torch.tensor([-0.2, 0.5, 1.7], requires_grad=True)
+        >>> quantize(x).sum().backward()
+        >>> x.grad
+        tensor([1., 1., 1.])
     """
-    out = _Quantize.apply(x)
-    assert isinstance(out, Tensor)
-    return out
+    return quantize_8bit(x, straight_through=True)
 
 
 @dataclass

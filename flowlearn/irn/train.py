@@ -1,4 +1,4 @@
-r"""Training the Invertible Rescaling Net from a `Config` (the recipe of IRN_SPEC §3 and §4).
+r"""Training the Invertible Rescaling Net from a `Config` (the recipe of the original code).
 
 One step: a batch of aligned (HR, bicubic LR) patches → `irn_losses` (LR fit, latent term,
 reconstruction from the quantised LR and a fresh $z$) and its gradients (`irn_backward`: on a
@@ -10,10 +10,10 @@ A run folder (`run.output`) holds:
 * `checkpoint.pt` — everything a resumed run needs to continue **exactly** as if never stopped:
   weights, Adam and scheduler state, the step, the elapsed seconds, the sampler settings, the
   state of the generator that draws $z$, the torch/numpy/python global RNG states and the
-  configuration. Written atomically (temporary file + `os.replace`) every
+  configuration. Written atomically (`flowlearn.images.io.atomic_write`) every
   `run.checkpoint_every` steps and when the call ends.
-* `model.pt` — the weights in the package's checkpoint format (`IRN.save`, with the step and
-  the configuration as metadata), written when the call ends; what `load_irn` and
+* `model.pt` — the weights in the package's checkpoint format (`flowlearn.irn.checkpoint.save`,
+  with the step and the configuration as metadata), written when the call ends; what `load` and
   `flowlearn irn test --model` read.
 * `config.yaml` — the configuration in use.
 * `log.csv` — one row every `run.log_every` steps and at every validation: step, seconds (wall
@@ -23,6 +23,12 @@ A run folder (`run.output`) holds:
 
 A non-finite loss or gradient norm stops the run with a `TrainingError` naming the step, before
 any weight is changed; the last checkpoint on disk is the last good state.
+
+References:
+    M. Xiao et al., 2020, "Invertible Image Rescaling", ECCV 2020, arXiv:2005.05650, §3.3 (the
+    objective) and §4.1 (training details). The original code,
+    github.com/pkuxmq/Invertible-Image-Rescaling: codes/models/IRN_model.py
+    (`optimize_parameters`: one step) and codes/options/train/train_IRN_x4.yml (the recipe).
 """
 
 from __future__ import annotations
@@ -31,7 +37,6 @@ import csv
 import math
 import os
 import random
-import tempfile
 import time
 import warnings
 from collections import Counter
@@ -46,11 +51,13 @@ import yaml
 from torch import nn
 from tqdm import tqdm
 
+from flowlearn.images.io import atomic_write
+from flowlearn.irn.checkpoint import TRAINING_FORMAT, load, save
 from flowlearn.irn.config import Config, ConfigError
 from flowlearn.irn.data import IRNTrainSet, train_loader
 from flowlearn.irn.evaluate import evaluate_folder
 from flowlearn.irn.losses import irn_backward
-from flowlearn.irn.model import IRN, load_irn
+from flowlearn.irn.model import IRN
 from flowlearn.irn.speed import cpu_has_bf16
 
 __all__ = [
@@ -77,7 +84,7 @@ LOG_COLUMNS = (
     "psnr_y_bicubic",
 )
 LOSS_NAMES = ("fit", "distr", "rec", "total")
-CHECKPOINT_FORMAT = "flowlearn-irn-train"
+CHECKPOINT_FORMAT = TRAINING_FORMAT  # checkpoint.pt, which flowlearn.irn.checkpoint.load reads
 
 
 class TrainingError(RuntimeError):
@@ -129,7 +136,7 @@ def resolve_device(name: str) -> torch.device:
 def validate(
     model: IRN | None, folder: str | os.PathLike[str], scale: int, *, draws: int = 5
 ) -> dict[str, float]:
-    r"""Mean Y-PSNR of a folder under the test protocol (IRN_SPEC §6).
+    r"""Mean Y-PSNR of a folder under the test protocol (`flowlearn.irn.evaluate`, paper §4.1).
 
     Args:
         model: the network, or None for the bicubic baseline.
@@ -225,18 +232,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _atomic_write(path: Path, write: Any, mode: str = "wb") -> None:
-    r"""Call `write(file)` on a temporary file beside `path`, then rename it over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class _CsvLog:
     r"""The CSV learning curve; on resume, rows past the checkpoint step are dropped."""
 
@@ -252,7 +247,8 @@ class _CsvLog:
             writer.writeheader()
             writer.writerows(rows)
 
-        _atomic_write(path, write, mode="w")
+        with atomic_write(path) as tmp, tmp.open("w", newline="") as f:
+            write(f)
 
     def append(self, row: dict[str, Any]) -> None:
         with self.path.open("a", newline="") as f:
@@ -268,10 +264,7 @@ def _build_model(cfg: Config, device: torch.device) -> IRN:
         model = IRN(m.scale, blocks=m.blocks, clamp=m.clamp, growth=m.growth)
     model.bf16 = cfg.run.bf16  # sub-networks only; exponent, log-det and losses stay float32
     if m.init is not None:
-        start = load_irn(m.init)
-        if start.scale != m.scale:
-            raise ConfigError(f"model.init {m.init} is a x{start.scale} model, not x{m.scale}")
-        model.load_state_dict(start.state_dict())
+        model.load_state_dict(load(m.init, scale=m.scale).state_dict())
     return model.to(device)
 
 
@@ -350,7 +343,8 @@ def train(
         z_generator.set_state(state["z_generator"])
         _set_rng_state(state["rng"])
         step, seconds = int(state["step"]), float(state["seconds"])
-    _atomic_write(out / "config.yaml", lambda f: yaml.safe_dump(cfg.to_dict(), f), mode="w")
+    with atomic_write(out / "config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(cfg.to_dict()))
     log = _CsvLog(log_path, step if resume else None)
 
     def save_checkpoint() -> None:
@@ -370,7 +364,8 @@ def train(
             "rng": _rng_state(),
             "config": cfg.to_dict(),
         }
-        _atomic_write(ckpt_path, lambda f: torch.save(state, f))
+        with atomic_write(ckpt_path) as tmp:
+            torch.save(state, tmp)
 
     end = o.steps if max_steps is None else min(o.steps, max_steps)
     r = cfg.run
@@ -443,7 +438,7 @@ def train(
                 sums, count = dict.fromkeys(LOSS_NAMES, 0.0), 0
             if step % r.checkpoint_every == 0 or step == end:
                 save_checkpoint()
-        model.save(model_path, metadata={"step": step, "training_config": cfg.to_dict()})
+        save(model, model_path, metadata={"step": step, "training_config": cfg.to_dict()})
     finally:
         bar.close()
     result.step = step

@@ -16,9 +16,12 @@ from PIL import Image
 
 from flowlearn.images.io import read_image, write_image
 from flowlearn.images.metrics import psnr
-from flowlearn.irn import IRN
-from flowlearn.irn.cli import register, resolve_model
-from tests.conftest import ROOT, shared_path
+from flowlearn.irn.checkpoint import load, save
+from flowlearn.irn.cli import register
+from flowlearn.irn.model import IRN
+from tests.conftest import ROOT, shared_path, smooth_image
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run_cli(*argv: str | os.PathLike[str]) -> int:
@@ -28,28 +31,11 @@ def run_cli(*argv: str | os.PathLike[str]) -> int:
     return args.func(args)
 
 
-def smooth_image(height: int, width: int, seed: int) -> torch.Tensor:
-    """A random but smooth RGB image (3, H, W) in [0, 1]."""
-    g = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(1, 3, height // 6 + 2, width // 6 + 2, generator=g)
-    x = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bicubic")
-    return x[0].clamp(0, 1)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second thread only adds synchronisation (badly so on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "tiny_x2.pt"
-    IRN(2, blocks=[1], growth=4).save(path)
+    save(IRN(2, blocks=[1], growth=4), path)
     return path
 
 
@@ -66,7 +52,7 @@ def test_cli_downscale_upscale_round_trip_set5(
     lr, note = read_image(lr_file)
     hr, _ = read_image(bird)
     assert note is None and lr.shape == (3, hr.shape[1] // 2, hr.shape[2] // 2)
-    assert torch.equal(lr, IRN.load(model_path).downscale(hr[None])[0])  # 8-bit, as computed
+    assert torch.equal(lr, load(model_path).downscale(hr[None])[0])  # 8-bit, as computed
     # z = 0 (temperature 0): an untrained IRN is the Haar transform, so this is a close
     # (nearest-neighbour-like) reconstruction; sampled z adds noise, repeatable with a seed.
     args = ["upscale", lr_file, "--model", model_path, "--out", tmp_path]
@@ -135,16 +121,19 @@ def test_cli_model_errors_are_one_line(
 ) -> None:
     image = tmp_path / "a.png"
     write_image(image, smooth_image(16, 16, 0))
-    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    (tmp_path / "empty.pth").write_bytes(b"")
     cases = [
-        (["--model", model_path, "--scale", "4"], "is a x2 model, but --scale 4 was given"),
+        (["--model", model_path, "--scale", "4"], "holds a x2 model, expected scale 4"),
         (["--model", tmp_path / "nothing.pt"], "nothing.pt does not exist"),
-        (["--model", tmp_path / "junk.pt"], "junk.pt is not a readable checkpoint"),
+        (["--model", tmp_path / "junk.pt"], "junk.pt is a text file ('not a checkpoint'"),
+        (["--model", tmp_path / "empty.pth"], "empty.pth is empty (0 bytes)"),
     ]
     for extra, message in cases:
         assert run_cli("downscale", image, *extra, "--out", tmp_path / "o") == 1
         errors = error_lines(capsys.readouterr().err)
         assert len(errors) == 1 and message in errors[0]
+        assert "weights_only" not in errors[0]
 
 
 def test_cli_unwritable_output_folder(
@@ -190,7 +179,7 @@ def test_cli_test_argument_errors(
     assert run_cli("test", "--bicubic", "--model", model_path, "--data", tmp_path) == 2
     assert "exactly one of --model M and --bicubic" in capsys.readouterr().err
     assert run_cli("test", "--model", model_path, "--scale", "8", "--data", tmp_path) == 1
-    assert "is a x2 model, but --scale 8" in capsys.readouterr().err
+    assert "holds a x2 model, expected scale 8" in capsys.readouterr().err
     assert run_cli("test", "--bicubic", "--scale", "2", "--data", tmp_path / "none") == 1
     errors = error_lines(capsys.readouterr().err)
     assert len(errors) == 1 and "none does not exist" in errors[0]
@@ -205,7 +194,7 @@ def test_cli_train_resume_and_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
     small = ["--set", "data.patch_size=16", "--set", "data.batch_size=2"]
     assert run_cli(*args, *small, "--steps", "2", "--device", "cpu") == 0
     assert "step 2: weights in" in capsys.readouterr().out
-    assert resolve_model(str(run / "model.pt"), scale=2).scale == 2
+    assert load(run / "model.pt", scale=2).scale == 2
     assert run_cli(*args, *small, "--steps", "2") == 1
     assert "already holds a run" in capsys.readouterr().err
     assert run_cli(*args, *small, "--steps", "3", "--resume") == 0
@@ -229,5 +218,5 @@ def test_cli_entry_point_reports_without_traceback(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        f"flowlearn irn upscale: error: checkpoint {tmp_path / 'm.pt'} does not exist"
+        f"flowlearn irn upscale: error: model file {tmp_path / 'm.pt'} does not exist"
     ]

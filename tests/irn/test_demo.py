@@ -7,39 +7,28 @@ import pytest
 import torch
 from PIL import Image
 
-import flowlearn.irn.pretrained as pretrained
-from flowlearn.checks import jitter_parameters
 from flowlearn.cli import main
 from flowlearn.images.io import read_image, write_image
-from flowlearn.irn import IRN
+from flowlearn.irn import checkpoint
 from flowlearn.irn.demo import _zoom_window, bundled_image, run_demo
-from flowlearn.irn.pretrained import save_pretrained
+from tests.conftest import smooth_image, tiny_irn
 
 ROW = re.compile(
     r"^×(\d)\s+(IRN \(z seed \d+\)|Bicubic & Bicubic)\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+$"
 )
 
 
-def standin(scale: int) -> IRN:
-    """A tiny untrained model standing in for a shipped one (tests only, never shipped)."""
-    torch.manual_seed(scale)
-    net = IRN(scale, blocks=[1] * (scale.bit_length() - 1), growth=4)
-    jitter_parameters(net, scale=0.01, seed=scale)
-    return net
-
-
 def use_weights(folder: Path, monkeypatch: pytest.MonkeyPatch, scales: tuple[int, ...]) -> None:
     folder.mkdir(exist_ok=True)
-    for s in scales:
-        save_pretrained(standin(s), folder / f"irn_x{s}.safetensors")
-    monkeypatch.setattr(pretrained, "weights_dir", lambda: folder)
+    for s in scales:  # tiny untrained models standing in for shipped ones (never shipped)
+        net = tiny_irn(s, seed=s, jitter=0.01)
+        checkpoint.save(net, folder / f"irn_x{s}.safetensors", dtype=torch.float16)
+    monkeypatch.setattr(checkpoint, "weights_dir", lambda: folder)
 
 
 @pytest.fixture
 def photo(tmp_path: Path) -> Path:
-    smooth = torch.rand(1, 3, 6, 5, generator=torch.Generator().manual_seed(0))
-    image = torch.nn.functional.interpolate(smooth, size=(48, 40), mode="bicubic")[0]
-    return write_image(tmp_path / "photo.png", image.clamp(0, 1))
+    return write_image(tmp_path / "photo.png", smooth_image(48, 40, 0))
 
 
 def error_lines(err: str) -> list[str]:
