@@ -10,7 +10,7 @@ A configuration has five sections. Every field, its default and its meaning:
 * `clamp` (float, 1.0): bound of the affine exponent in each InvBlock.
 * `growth` (int, 32): channels added by each convolution of the dense-block subnets.
 * `init` (path or null): weights to start from (a flowlearn checkpoint or an original `.pth`),
-  loaded with `flowlearn.irn.load_irn` before training.
+  loaded with `flowlearn.irn.load` before training.
 
 `data` — the training set (`flowlearn.irn.data.IRNTrainSet`):
 
@@ -32,7 +32,8 @@ A configuration has five sections. Every field, its default and its meaning:
 * `grad_clip` (float, 10.0): global L2 norm of the gradients is clipped to this.
 * `steps` (int, 500000): optimisation steps in total.
 
-`loss` — weights of the three terms (IRN_SPEC §3):
+`loss` — weights of the three terms (Xiao et al. 2020, arXiv:2005.05650, §3.3; `lambda_fit_forw`,
+`lambda_rec_back`, `lambda_ce_forw` in the original codes/options/train/train_IRN_x*.yml):
 
 * `lambda_fit` (float or null): weight of the LR guidance $\|y - \mathrm{bicubic}(x)\|^2$;
   null means $s^2$ (4, 16, 64), the value of the original option files.
@@ -489,7 +490,7 @@ def apply_overrides(
     return out
 
 
-# Original option file key → our dotted key (IRN_SPEC §4; options/train/train_IRN_x*.yml).
+# Original option file key → our dotted key (the original codes/options/train/train_IRN_x*.yml).
 _ORIGINAL_KEYS = {
     "scale": "model.scale",
     "network_G.scale": "model.scale",

@@ -1,6 +1,7 @@
 r"""Training patches for the Invertible Rescaling Net: HR crops with their bicubic LR references.
 
-The pipeline follows the original training loader (IRN_SPEC §5) with one deliberate change:
+The pipeline follows the original training loader (github.com/pkuxmq/Invertible-Image-Rescaling,
+codes/data/LQGT_dataset.py and codes/data/util.py) with one deliberate change:
 
 1. Every image under the training folder (and its subfolders) is decoded once and kept in memory
    as 8-bit (as float32 only when it holds finer levels, e.g. a 16-bit PNG).
@@ -119,7 +120,7 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 class IRNTrainSet(Dataset[tuple[Tensor, Tensor]]):
-    r"""Aligned (HR patch, bicubic LR patch) pairs from a folder of HR images (IRN_SPEC §5).
+    r"""Aligned (HR patch, bicubic LR patch) pairs from a folder of HR images (as LQGT_dataset.py).
 
     An item is addressed by `(image index, patch seed)` (see `PatchSampler`); the seed fixes the
     crop position and the flips, so the same item is always the same patch.

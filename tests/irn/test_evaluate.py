@@ -68,7 +68,7 @@ def test_evaluate_folder_bicubic_matches_paper_on_set5(scale: int) -> None:
     assert result["method"] == "bicubic" and result["num_images"] == 5
     assert result["mean"]["psnr_y"] == pytest.approx(psnr_y, abs=0.03)
     assert result["mean"]["ssim_y"] == pytest.approx(ssim_y, abs=0.002)
-    # IRN_SPEC §7.3 measured 33.68 / 28.43 dB for exactly this protocol.
+    # docs/benchmarks.md: 33.68 / 28.43 dB for exactly this protocol (Table 1: 33.66 / 28.42).
     assert result["mean"]["psnr_y"] == pytest.approx({2: 33.68, 4: 28.43}[scale], abs=0.006)
     assert result["mean"]["psnr_rgb"] < result["mean"]["psnr_y"]
     assert result["modcropped"] == []  # every Set5 side is a multiple of 4

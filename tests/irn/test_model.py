@@ -102,7 +102,7 @@ def test_irn_init_outputs_match_fixture(ref: dict[str, Any]) -> None:
 
 def test_irn_parameter_count(ref: dict[str, Any]) -> None:
     net = model_for(ref)
-    expected = {2: 1_667_952, 4: 4_355_136}[ref["config"]["scale"]]  # IRN_SPEC §1.4
+    expected = {2: 1_667_952, 4: 4_355_136}[ref["config"]["scale"]]  # Table 1: 1.66M, 4.35M
     assert sum(p.numel() for p in net.parameters()) == expected
     assert all(p.requires_grad for p in net.parameters())
 

@@ -17,7 +17,10 @@ from tests.conftest import shared_path
 
 
 def dense_block_param_count(c_in: int, c_out: int, g: int = 32) -> int:
-    """IRN_SPEC §1.4: sum_{i=0..3} ((c_in + g i) 9 g + g) + ((c_in + 4g) 9 c_out + c_out)."""
+    """DenseBlock of the original codes/models/modules/Subnet_constructor.py: 5 convs 3×3.
+
+    sum_{i=0..3} ((c_in + g i) 9 g + g) + ((c_in + 4g) 9 c_out + c_out).
+    """
     inner = sum((c_in + g * i) * 9 * g + g for i in range(4))
     return inner + (c_in + 4 * g) * 9 * c_out + c_out
 
