@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from flowlearn.core import Bijector
 
-__all__ = ["Flow", "StandardLogistic", "StandardNormal"]
+__all__ = ["Flow", "StandardLogistic", "StandardNormal", "nats_to_bits_per_dim"]
+
+NumberOrTensor = TypeVar("NumberOrTensor", float, Tensor)
 
 
 def _event_shape(shape: int | Sequence[int]) -> tuple[int, ...]:
@@ -162,9 +165,9 @@ class Flow(nn.Module):
     x = f^{-1}(z),\; z \sim p_Z .
     $$
 
-    `nll` is the mean of $-\log p_X(x)$ over the batch in nats; `bits_per_dim` divides it by
-    $D \log 2$. Both score `x` *as given*: if `x` was rescaled or dequantised before it reached
-    the flow, use `flowlearn.density.preprocessing.bits_per_dim`, which adds those steps' log-dets.
+    `nll` is the mean of $-\log p_X(x)$ over the batch in nats; it scores `x` *as given*. Bits
+    per dimension are `flowlearn.density.preprocessing.bits_per_dim(flow, x, preprocess)`, which
+    also adds the log-dets of any rescaling or dequantisation done before the flow.
 
     References:
         Dinh, Krueger & Bengio (2014). NICE. arXiv:1410.8516, §2, Eq. (1)–(2).
@@ -216,6 +219,31 @@ class Flow(nn.Module):
         """Mean negative log-likelihood of the batch in nats (a scalar, the training loss)."""
         return -self.log_prob(x).mean()
 
-    def bits_per_dim(self, x: Tensor) -> Tensor:
-        r"""Mean negative log-likelihood in bits per dimension, $\mathrm{NLL} / (D \log 2)$."""
-        return self.nll(x) / (x[0].numel() * math.log(2))
+
+def nats_to_bits_per_dim(nll: NumberOrTensor, dims: int) -> NumberOrTensor:
+    r"""A negative log-likelihood per sample, in nats, as bits per dimension.
+
+    $$
+    \mathrm{bpd} = \frac{-\log p_X(x)}{D \ln 2},
+    $$
+
+    with $D$ the number of values in one sample ($C H W$ for an image): the number of bits per
+    value an entropy coder driven by the model would need. Every bits-per-dimension figure of
+    flowlearn (`flowlearn.density.preprocessing.bits_per_dim`,
+    `flowlearn.density.training.evaluate_bits_per_dim`) goes through this function.
+
+    References:
+        L. Dinh, J. Sohl-Dickstein, S. Bengio, 2016, "Density estimation using Real NVP",
+        arXiv:1605.08803, §4.2 and Table 1 (results in bits/dim).
+
+    Args:
+        nll: negative log-likelihood in nats (a number or a tensor of them).
+        dims: $D$, the size of one sample.
+
+    Examples:
+        >>> round(nats_to_bits_per_dim(2 * math.log(2), 2), 6)  # 2 bits over 2 values
+        1.0
+    """
+    if dims < 1:
+        raise ValueError(f"nats_to_bits_per_dim: dims must be positive, got {dims}")
+    return nll / (dims * math.log(2))

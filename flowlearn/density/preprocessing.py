@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from flowlearn.core import Bijector
-from flowlearn.density.distributions import Flow
+from flowlearn.density.distributions import Flow, nats_to_bits_per_dim
 
 __all__ = ["LogitTransform", "UniformDequantization", "bits_per_dim"]
 
@@ -214,4 +214,4 @@ def bits_per_dim(flow: Flow, x: Tensor, preprocess: Bijector | None = None) -> T
     else:
         v, logdet = preprocess(x)
         log_p = flow.log_prob(v) + logdet
-    return -log_p.mean() / (x[0].numel() * math.log(2))
+    return nats_to_bits_per_dim(-log_p.mean(), x[0].numel())

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from flowlearn.density.distributions import Flow
+from flowlearn.density.distributions import Flow, nats_to_bits_per_dim
 
 __all__ = ["History", "evaluate_bits_per_dim", "evaluate_nll", "fit"]
 
@@ -270,4 +270,4 @@ def evaluate_bits_per_dim(
         1.3257
     """
     nll = evaluate_nll(flow, data, batch_size=batch_size, seed=seed, device=device)
-    return nll / (data[0].numel() * math.log(2))
+    return nats_to_bits_per_dim(nll, data[0].numel())

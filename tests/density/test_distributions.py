@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from flowlearn import DiagonalScaling, Flow, FlowSequential, StandardLogistic, StandardNormal
+from flowlearn.density.distributions import nats_to_bits_per_dim
 
 
 def test_standard_normal_log_prob_matches_torch():
@@ -83,13 +84,20 @@ def test_flow_sample_goes_through_the_inverse():
     torch.testing.assert_close(x.std(0), torch.tensor([0.5, 2.0]), rtol=0.02, atol=0.0)
 
 
-def test_flow_nll_and_bits_per_dim():
+def test_flow_nll_is_the_batch_mean_in_nats():
     flow = _scaled_flow((1.0, 1.0))
     x = torch.zeros(3, 2)
     nll = flow.nll(x)
     assert nll.shape == ()
     torch.testing.assert_close(nll, torch.tensor(math.log(2 * math.pi)))
-    torch.testing.assert_close(flow.bits_per_dim(x), nll / (2 * math.log(2)))
+
+
+def test_nats_to_bits_per_dim_divides_by_d_ln2():
+    assert nats_to_bits_per_dim(8 * math.log(2), 4) == pytest.approx(2.0)
+    value = nats_to_bits_per_dim(torch.tensor([math.log(2), 0.0]), 1)
+    torch.testing.assert_close(value, torch.tensor([1.0, 0.0]))
+    with pytest.raises(ValueError, match="dims must be positive"):
+        nats_to_bits_per_dim(1.0, 0)
 
 
 def test_flow_requires_a_bijector():

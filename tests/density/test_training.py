@@ -17,13 +17,7 @@ from flowlearn.density.training import evaluate_bits_per_dim, evaluate_nll, fit
 BOX = ((-4.0, 5.0), (-4.0, 4.5))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest on one thread; a second one only contends on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _scaling_flow() -> Flow:
