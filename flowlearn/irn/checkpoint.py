@@ -269,26 +269,19 @@ def _from_object(obj: Any, name: str) -> _Weights:
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{name} holds a {type(obj).__name__}; {_EXPECTED}")
     fmt = obj.get("format")
-    if fmt == FORMAT:
+    if fmt in (FORMAT, TRAINING_FORMAT):
+        training = fmt == TRAINING_FORMAT  # the checkpoint.pt of flowlearn.irn.train
         meta = obj.get("metadata")
+        if training:
+            meta = {k: obj.get(k) for k in ("step", "seconds")}
+            meta["training_config"] = obj.get("config", {})
         weights = _Weights(
-            "flowlearn checkpoint",
-            FORMAT,
+            "training checkpoint" if training else "flowlearn checkpoint",
+            fmt,
             obj.get("version"),
-            obj.get("config"),  # type: ignore[arg-type]
-            obj.get("state_dict"),  # type: ignore[arg-type]
+            obj.get("model_config" if training else "config"),  # type: ignore[arg-type]
+            obj.get("model" if training else "state_dict"),  # type: ignore[arg-type]
             dict(meta) if isinstance(meta, Mapping) else {},
-        )
-        return _checked(weights, name)
-    if fmt == TRAINING_FORMAT:
-        metadata = {k: obj.get(k) for k in ("step", "seconds")}
-        weights = _Weights(
-            "training checkpoint",
-            TRAINING_FORMAT,
-            obj.get("version"),
-            obj.get("model_config"),  # type: ignore[arg-type]
-            obj.get("model"),  # type: ignore[arg-type]
-            {**metadata, "training_config": obj.get("config", {})},
         )
         return _checked(weights, name)
     if fmt is not None:

@@ -8,12 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from flowlearn.images.imresize import cubic, imresize, resize_matrix
-from tests.conftest import shared_path
-
-
-def _fixture(scale: int) -> dict:
-    path = shared_path("fixtures", "irn_reference", f"irn_x{scale}_seed0.pt")
-    return torch.load(path, weights_only=True)
+from tests.conftest import irn_reference
 
 
 def _matlab_loops(img: np.ndarray, scale: float) -> np.ndarray:
@@ -53,7 +48,7 @@ def _k(t: float) -> float:
 
 @pytest.mark.parametrize("scale", [2, 4])
 def test_imresize_matches_official_bicubic_lr(scale: int) -> None:
-    data = _fixture(scale)
+    data = irn_reference(scale)
     x, ref = data["x"], data["lr_ref_bicubic"]
     lr = imresize(x, 1 / scale)
     assert lr.shape == ref.shape

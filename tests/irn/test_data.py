@@ -13,14 +13,7 @@ from PIL import Image
 from flowlearn.images.imresize import imresize
 from flowlearn.images.io import write_image
 from flowlearn.irn.data import IRNTrainSet, PatchSampler, train_loader
-
-
-def smooth_image(height: int, width: int, seed: int) -> torch.Tensor:
-    """A random but smooth RGB image (3, H, W) in [0, 1]."""
-    g = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(1, 3, height // 6 + 2, width // 6 + 2, generator=g)
-    x = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bicubic")
-    return x[0].clamp(0, 1)
+from tests.conftest import smooth_image
 
 
 @pytest.fixture

@@ -7,30 +7,13 @@ from typing import Any
 import pytest
 import torch
 
-from flowlearn.checks import jitter_parameters
 from flowlearn.irn import IRN, IRNLosses, irn_backward, irn_losses, quantize
-from tests.conftest import shared_path
-
-FIXTURES = ("fixtures", "irn_reference")
+from tests.conftest import tiny_irn
 
 
-@pytest.fixture(scope="module")
-def x4_file() -> dict[str, Any]:
-    return torch.load(shared_path(*FIXTURES, "irn_x4_seed0.pt"), weights_only=True)  # type: ignore[no-any-return]
-
-
-@pytest.fixture(scope="module", params=[2, 4], ids=["x2", "x4"])
-def ref(request: pytest.FixtureRequest, x4_file: dict[str, Any]) -> dict[str, Any]:
-    if request.param == 4:
-        return x4_file
-    data = dict(torch.load(shared_path(*FIXTURES, "irn_x2_seed0.pt"), weights_only=True))
-    data["state_dict"] = {k: x4_file["state_dict"][k] for k in data["state_dict_keys"]}
-    return data
-
-
-def model_for(ref: dict[str, Any]) -> IRN:
-    net = IRN(ref["config"]["scale"])
-    net.load_state_dict({k: v for k, v in ref["state_dict"].items() if "haar" not in k})
+def model_for(irn_ref: dict[str, Any]) -> IRN:
+    net = IRN(irn_ref["config"]["scale"])
+    net.load_state_dict({k: v for k, v in irn_ref["state_dict"].items() if "haar" not in k})
     return net
 
 
@@ -52,43 +35,38 @@ def test_quantize_straight_through_gradient() -> None:
     assert x.grad.tolist() == [1.0, 2.0, 3.0]  # identity, also where the clamp is active
 
 
-def test_quantize_matches_fixture(ref: dict[str, Any]) -> None:
-    lr = ref["forward_out"][:, :3]
-    assert torch.equal(quantize(lr), ref["loss_lr_quantized"])
+def test_quantize_matches_fixture(irn_ref: dict[str, Any]) -> None:
+    lr = irn_ref["forward_out"][:, :3]
+    assert torch.equal(quantize(lr), irn_ref["loss_lr_quantized"])
 
 
-def test_irn_losses_match_fixture(ref: dict[str, Any]) -> None:
-    net = model_for(ref)
-    losses = irn_losses(net, ref["x"], ref["lr_ref_bicubic"], z=ref["z_sample"])
+def test_irn_losses_match_fixture(irn_ref: dict[str, Any]) -> None:
+    net = model_for(irn_ref)
+    losses = irn_losses(net, irn_ref["x"], irn_ref["lr_ref_bicubic"], z=irn_ref["z_sample"])
     assert isinstance(losses, IRNLosses)
-    assert close(losses.fit, ref["loss_l_forw_fit"])
-    assert close(losses.distr, ref["loss_l_forw_ce"])
-    assert close(losses.rec, ref["loss_l_back_rec"])
-    assert close(losses.total, ref["loss_total"])
+    assert close(losses.fit, irn_ref["loss_l_forw_fit"])
+    assert close(losses.distr, irn_ref["loss_l_forw_ce"])
+    assert close(losses.rec, irn_ref["loss_l_back_rec"])
+    assert close(losses.total, irn_ref["loss_total"])
     torch.testing.assert_close(losses.total, losses.fit + losses.rec + losses.distr)
 
     losses.total.backward()
     grads = [p.grad for p in net.parameters()]
     assert all(g is not None for g in grads)
     norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))  # type: ignore[arg-type]
-    assert close(norm, ref["loss_grad_norm_before_clip"], rtol=1e-4)
+    assert close(norm, irn_ref["loss_grad_norm_before_clip"], rtol=1e-4)
 
 
-def test_irn_losses_reconstruction_matches_fixture(ref: dict[str, Any]) -> None:
-    net = model_for(ref)
+def test_irn_losses_reconstruction_matches_fixture(irn_ref: dict[str, Any]) -> None:
+    net = model_for(irn_ref)
     with torch.no_grad():
-        lr = net.split(net(ref["x"])[0])[0]
-        hr, _ = net.inverse(net.join(quantize(lr), ref["z_sample"]))
-    torch.testing.assert_close(hr, ref["loss_back_recon"], atol=1e-4, rtol=0)
-
-
-def small_irn() -> IRN:
-    torch.manual_seed(0)
-    return jitter_parameters(IRN(2, blocks=[1], growth=4), scale=0.05)  # type: ignore[return-value]
+        lr = net.split(net(irn_ref["x"])[0])[0]
+        hr, _ = net.inverse(net.join(quantize(lr), irn_ref["z_sample"]))
+    torch.testing.assert_close(hr, irn_ref["loss_back_recon"], atol=1e-4, rtol=0)
 
 
 def test_irn_losses_default_lambda_fit_is_scale_squared() -> None:
-    net = small_irn()
+    net = tiny_irn()
     hr = torch.rand(2, 3, 8, 8)
     lr_ref = torch.rand(2, 3, 4, 4)
     z = torch.randn(2, 9, 4, 4)
@@ -100,7 +78,7 @@ def test_irn_losses_default_lambda_fit_is_scale_squared() -> None:
 
 
 def test_irn_losses_per_sample_sums_batch_mean() -> None:
-    net = small_irn()
+    net = tiny_irn()
     hr = torch.rand(2, 3, 8, 8)
     lr_ref = torch.rand(2, 3, 4, 4)
     z = torch.randn(2, 9, 4, 4)
@@ -115,7 +93,7 @@ def test_irn_losses_per_sample_sums_batch_mean() -> None:
 
 
 def test_irn_losses_sampled_z_uses_generator() -> None:
-    net = small_irn()
+    net = tiny_irn()
     hr, lr_ref = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 4, 4)
     a = irn_losses(net, hr, lr_ref, generator=torch.Generator().manual_seed(1))
     b = irn_losses(net, hr, lr_ref, generator=torch.Generator().manual_seed(1))
@@ -129,7 +107,7 @@ def test_irn_losses_sampled_z_uses_generator() -> None:
 def test_irn_losses_reconstruction_gradient_passes_quantizer() -> None:
     # d rec / d hr has a direct term and a term through the forward pass, Q and the inverse;
     # a quantiser without the straight-through gradient would leave only the direct term
-    net = small_irn()
+    net = tiny_irn()
     hr = torch.rand(2, 3, 8, 8, requires_grad=True)
     lr_ref, z = torch.rand(2, 3, 4, 4), torch.randn(2, 9, 4, 4)
     irn_losses(net, hr, lr_ref, z=z, lambda_fit=0.0, lambda_ce=0.0).total.backward()
@@ -150,7 +128,7 @@ def test_irn_losses_reconstruction_gradient_passes_quantizer() -> None:
 
 
 def test_irn_losses_wrong_lr_ref_raises() -> None:
-    net = small_irn()
+    net = tiny_irn()
     with pytest.raises(ValueError, match=r"expected lr_ref of shape \(2, 3, 4, 4\)"):
         irn_losses(net, torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8))
 
@@ -166,7 +144,7 @@ def _gradients(net: IRN, run: Any) -> tuple[IRNLosses, list[torch.Tensor]]:
 def test_irn_backward_shards_give_the_gradient_of_the_whole_batch(
     shards: int, dtype: torch.dtype
 ) -> None:
-    net = small_irn().to(dtype)
+    net = tiny_irn().to(dtype)
     gen = torch.Generator().manual_seed(5)
     hr, lr_ref = (
         torch.rand(5, 3, 8, 8, generator=gen, dtype=dtype),
@@ -190,7 +168,7 @@ def _backward(losses: IRNLosses) -> IRNLosses:
 
 
 def test_irn_backward_shards_a_memory_saving_irn_too() -> None:
-    net = small_irn()
+    net = tiny_irn()
     saving = IRN(2, blocks=[1], growth=4, memory_saving=True)
     saving.load_state_dict(net.state_dict())
     hr, lr_ref, z = torch.rand(4, 3, 8, 8), torch.rand(4, 3, 4, 4), torch.randn(4, 9, 4, 4)
@@ -200,7 +178,7 @@ def test_irn_backward_shards_a_memory_saving_irn_too() -> None:
 
 
 def test_irn_backward_draws_the_latent_irn_losses_would_draw() -> None:
-    net = small_irn()
+    net = tiny_irn()
     hr, lr_ref = torch.rand(4, 3, 8, 8), torch.rand(4, 3, 4, 4)
     seeded = lambda: torch.Generator().manual_seed(7)  # noqa: E731
     whole, expected = _gradients(
@@ -220,7 +198,7 @@ def test_irn_backward_draws_the_latent_irn_losses_would_draw() -> None:
 
 
 def test_irn_backward_is_reproducible_and_accumulates_like_backward() -> None:
-    net = small_irn()
+    net = tiny_irn()
     hr, lr_ref, z = torch.rand(4, 3, 8, 8), torch.rand(4, 3, 4, 4), torch.randn(4, 9, 4, 4)
     _, first = _gradients(net, lambda: irn_backward(net, hr, lr_ref, z=z, shards=2))
     _, again = _gradients(net, lambda: irn_backward(net, hr, lr_ref, z=z, shards=2))
@@ -231,7 +209,7 @@ def test_irn_backward_is_reproducible_and_accumulates_like_backward() -> None:
 
 
 def test_irn_backward_gives_the_inputs_their_gradients_as_backward_does() -> None:
-    net = small_irn()
+    net = tiny_irn()
     base, lr_ref = torch.rand(4, 3, 8, 8), torch.rand(4, 3, 4, 4)
 
     def inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -258,7 +236,7 @@ def test_irn_backward_gives_the_inputs_their_gradients_as_backward_does() -> Non
 
 
 def test_irn_backward_restores_the_thread_count_even_when_a_shard_fails() -> None:
-    net = small_irn()
+    net = tiny_irn()
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
@@ -283,7 +261,7 @@ def test_irn_backward_rejects_bad_shards_and_batches(
     hr: tuple[int, ...], lr_ref: tuple[int, ...], shards: int, match: str
 ) -> None:
     with pytest.raises(ValueError, match=match):
-        irn_backward(small_irn(), torch.rand(hr), torch.rand(lr_ref), shards=shards)
+        irn_backward(tiny_irn(), torch.rand(hr), torch.rand(lr_ref), shards=shards)
 
 
 def test_irn_backward_default_is_one_shard_per_cpu_thread(
@@ -298,7 +276,7 @@ def test_irn_backward_default_is_one_shard_per_cpu_thread(
         return irn_losses(model, hr, *args, **kwargs)
 
     monkeypatch.setattr(losses_module, "irn_losses", counted)
-    net = small_irn()
+    net = tiny_irn()
     threads = torch.get_num_threads()
     seen = {}
     try:

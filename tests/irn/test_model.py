@@ -12,42 +12,24 @@ from flowlearn import IRN
 from flowlearn.checks import assert_bijector, jitter_parameters
 from flowlearn.irn import IRNCoupling
 from flowlearn.layers.haar import HaarDownsampling
-from tests.conftest import shared_path
-
-FIXTURES = ("fixtures", "irn_reference")
-
-
-@pytest.fixture(scope="module")
-def x4_file() -> dict[str, Any]:
-    return torch.load(shared_path(*FIXTURES, "irn_x4_seed0.pt"), weights_only=True)  # type: ignore[no-any-return]
-
-
-@pytest.fixture(scope="module", params=[2, 4], ids=["x2", "x4"])
-def ref(request: pytest.FixtureRequest, x4_file: dict[str, Any]) -> dict[str, Any]:
-    """The fixture of one scale with its `state_dict` (x2 weights are the x4 prefix)."""
-    if request.param == 4:
-        return x4_file
-    data = dict(torch.load(shared_path(*FIXTURES, "irn_x2_seed0.pt"), weights_only=True))
-    data["state_dict"] = {k: x4_file["state_dict"][k] for k in data["state_dict_keys"]}
-    return data
 
 
 def trainable(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if not k.endswith("haar_weights")}
 
 
-def model_for(ref: dict[str, Any], dtype: torch.dtype = torch.float32) -> IRN:
-    net = IRN(ref["config"]["scale"])
-    net.load_state_dict(trainable(ref["state_dict"]))
+def model_for(irn_ref: dict[str, Any], dtype: torch.dtype = torch.float32) -> IRN:
+    net = IRN(irn_ref["config"]["scale"])
+    net.load_state_dict(trainable(irn_ref["state_dict"]))
     return net.to(dtype)
 
 
-def test_irn_init_matches_original_seed0(ref: dict[str, Any]) -> None:
+def test_irn_init_matches_original_seed0(irn_ref: dict[str, Any]) -> None:
     torch.manual_seed(0)
-    net = IRN(ref["config"]["scale"])
+    net = IRN(irn_ref["config"]["scale"])
     official_init = {
         k: torch.zeros_like(v) if ".conv5." in k else v
-        for k, v in trainable(ref["state_dict"]).items()
+        for k, v in trainable(irn_ref["state_dict"]).items()
     }
     state = net.state_dict()
     assert list(state) == list(official_init)  # same keys, same order, no Haar filters
@@ -55,54 +37,54 @@ def test_irn_init_matches_original_seed0(ref: dict[str, Any]) -> None:
         assert torch.equal(state[key], value), key
 
 
-def test_irn_forward_matches_fixture_float32(ref: dict[str, Any]) -> None:
-    net = model_for(ref)
+def test_irn_forward_matches_fixture_float32(irn_ref: dict[str, Any]) -> None:
+    net = model_for(irn_ref)
     with torch.no_grad():
-        y, logdet, outputs = net.forward_with_intermediates(ref["x"])
-    torch.testing.assert_close(y, ref["forward_out"], atol=1e-5, rtol=0)
-    assert len(outputs) == len(ref["forward_intermediates"]) == len(net.operations)
-    for i, (mine, theirs) in enumerate(zip(outputs, ref["forward_intermediates"])):
+        y, logdet, outputs = net.forward_with_intermediates(irn_ref["x"])
+    torch.testing.assert_close(y, irn_ref["forward_out"], atol=1e-5, rtol=0)
+    assert len(outputs) == len(irn_ref["forward_intermediates"]) == len(net.operations)
+    for i, (mine, theirs) in enumerate(zip(outputs, irn_ref["forward_intermediates"])):
         torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=0, msg=f"operation {i}")
     assert logdet.shape == (2,)
-    assert abs(logdet.mean().item() - ref["forward_logdet"].item()) < 1e-2
+    assert abs(logdet.mean().item() - irn_ref["forward_logdet"].item()) < 1e-2
 
 
-def test_irn_inverse_matches_fixture_float32(ref: dict[str, Any]) -> None:
-    net = model_for(ref)
+def test_irn_inverse_matches_fixture_float32(irn_ref: dict[str, Any]) -> None:
+    net = model_for(irn_ref)
     with torch.no_grad():
-        x, logdet = net.inverse(ref["inverse_in"])
-    torch.testing.assert_close(x, ref["inverse_out"], atol=1e-4, rtol=0)
-    assert abs(logdet.mean().item() - ref["inverse_logdet"].item()) < 1e-2
+        x, logdet = net.inverse(irn_ref["inverse_in"])
+    torch.testing.assert_close(x, irn_ref["inverse_out"], atol=1e-4, rtol=0)
+    assert abs(logdet.mean().item() - irn_ref["inverse_logdet"].item()) < 1e-2
 
 
-def test_irn_matches_fixture_float64(ref: dict[str, Any]) -> None:
-    net = model_for(ref, torch.float64)
+def test_irn_matches_fixture_float64(irn_ref: dict[str, Any]) -> None:
+    net = model_for(irn_ref, torch.float64)
     with torch.no_grad():
-        y, logdet = net(ref["x"].double())
-        x, logdet_inv = net.inverse(ref["inverse_in"].double())
-    torch.testing.assert_close(y, ref["forward_out_f64"], atol=1e-10, rtol=0)
-    torch.testing.assert_close(x, ref["inverse_out_f64"], atol=1e-10, rtol=0)
-    assert abs(logdet.mean().item() - ref["forward_logdet_f64"].item()) < 1e-8
-    assert abs(logdet_inv.mean().item() - ref["inverse_logdet_f64"].item()) < 1e-8
+        y, logdet = net(irn_ref["x"].double())
+        x, logdet_inv = net.inverse(irn_ref["inverse_in"].double())
+    torch.testing.assert_close(y, irn_ref["forward_out_f64"], atol=1e-10, rtol=0)
+    torch.testing.assert_close(x, irn_ref["inverse_out_f64"], atol=1e-10, rtol=0)
+    assert abs(logdet.mean().item() - irn_ref["forward_logdet_f64"].item()) < 1e-8
+    assert abs(logdet_inv.mean().item() - irn_ref["inverse_logdet_f64"].item()) < 1e-8
 
 
-def test_irn_init_outputs_match_fixture(ref: dict[str, Any]) -> None:
+def test_irn_init_outputs_match_fixture(irn_ref: dict[str, Any]) -> None:
     torch.manual_seed(0)
-    net = IRN(ref["config"]["scale"])  # the exact original initialisation: only Haar acts
+    net = IRN(irn_ref["config"]["scale"])  # the exact original initialisation: only Haar acts
     with torch.no_grad():
-        y, logdet = net(ref["x"])
-        x, _ = net.inverse(ref["inverse_in"])
-    torch.testing.assert_close(y, ref["init_forward_out"], atol=1e-5, rtol=0)
-    torch.testing.assert_close(x, ref["init_inverse_out"], atol=1e-4, rtol=0)
-    assert abs(logdet.mean().item() - ref["init_forward_logdet"].item()) < 1e-2
+        y, logdet = net(irn_ref["x"])
+        x, _ = net.inverse(irn_ref["inverse_in"])
+    torch.testing.assert_close(y, irn_ref["init_forward_out"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(x, irn_ref["init_inverse_out"], atol=1e-4, rtol=0)
+    assert abs(logdet.mean().item() - irn_ref["init_forward_logdet"].item()) < 1e-2
     # Haar part alone: -C H W ln 2 per level, C H W the input of the level = 3 * 32 * 32
-    levels = int(math.log2(ref["config"]["scale"]))
+    levels = int(math.log2(irn_ref["config"]["scale"]))
     assert logdet[0].item() == pytest.approx(-levels * 3 * 32 * 32 * math.log(2))
 
 
-def test_irn_parameter_count(ref: dict[str, Any]) -> None:
-    net = model_for(ref)
-    expected = {2: 1_667_952, 4: 4_355_136}[ref["config"]["scale"]]  # Table 1: 1.66M, 4.35M
+def test_irn_parameter_count(irn_ref: dict[str, Any]) -> None:
+    net = model_for(irn_ref)
+    expected = {2: 1_667_952, 4: 4_355_136}[irn_ref["config"]["scale"]]  # Table 1: 1.66M, 4.35M
     assert sum(p.numel() for p in net.parameters()) == expected
     assert all(p.requires_grad for p in net.parameters())
 

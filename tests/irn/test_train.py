@@ -16,7 +16,7 @@ from flowlearn import IRN
 from flowlearn.checks import jitter_parameters
 from flowlearn.images.io import write_image
 from flowlearn.irn import irn_losses
-from flowlearn.irn.checkpoint import load_irn
+from flowlearn.irn.checkpoint import load
 from flowlearn.irn.config import Config, ConfigError, load_config
 from flowlearn.irn.train import (
     TrainingError,
@@ -116,7 +116,7 @@ def test_train_tiny_run_loss_falls_and_writes_run_folder(images: Path, tmp_path:
     assert validated[0]["psnr_y_bicubic"] == validated[1]["psnr_y_bicubic"]
     assert float(validated[1]["psnr_y_zero"]) > 20
     assert [v["step"] for v in result.validation] == [12, 24]
-    model = load_irn(result.model_path)
+    model = load(result.model_path)
     assert model.config == result.model.config
     assert all(torch.equal(model.state_dict()[k], v) for k, v in result.model.state_dict().items())
     assert load_config(result.output / "config.yaml") == cfg
