@@ -35,6 +35,7 @@ def builtin_cases() -> list[Case]:
     from flowlearn.layers.nice import AdditiveCoupling, DiagonalScaling
     from flowlearn.layers.permutations import Reverse, Shuffle
     from flowlearn.layers.realnvp import AffineCoupling
+    from flowlearn.layers.spline import SplineCoupling
     from flowlearn.layers.squeeze import Squeeze
 
     mlp, conv = nets.mlp(hidden=16), nets.conv_net(hidden=8)
@@ -55,6 +56,11 @@ def builtin_cases() -> list[Case]:
         ("HaarDownsampling(orthonormal)", lambda: HaarDownsampling(3), (2, 3, 4, 6)),
         ("HaarDownsampling(mean)", lambda: HaarDownsampling(3, normalization="mean"),
          (2, 3, 4, 6)),
+        ("SplineCoupling(channel)", lambda: SplineCoupling(5, mlp, bins=4, bound=2.0), (3, 5)),
+        ("SplineCoupling(channel, image)", lambda: SplineCoupling(3, conv, bins=4, bound=2.0),
+         (2, 3, 4, 6)),
+        ("SplineCoupling(checkerboard)", lambda: SplineCoupling(
+            3, conv, mask="checkerboard", parity=1, bins=4, bound=2.0), (2, 3, 4, 6)),
         ("IRNCoupling", lambda: IRNCoupling(12, nets.dense_block(growth=8)), (2, 12, 2, 2)),
         ("IRN(x2, 2 blocks)", lambda: IRN(2, blocks=[2], growth=8), (2, 3, 4, 4)),
         ("FlowSequential(RealNVP step)", lambda: FlowSequential(

@@ -1,4 +1,5 @@
-r"""Complete flow models assembled from the package's layers: NICE, RealNVP, multi-scale RealNVP.
+r"""Complete flow models assembled from the package's layers: NICE, RealNVP, multi-scale RealNVP,
+Glow and neural spline flows.
 
 Each model is a `Bijector` (data → latent) with the protocol's `(y, logdet)`. Pair it with a base
 distribution to get a density, e.g. `Flow(NICE(2), StandardLogistic(2))` or
@@ -11,13 +12,14 @@ import torch
 from torch import Tensor
 
 from flowlearn.core import Bijector, FlowSequential, SubnetFactory, check_rank
-from flowlearn.layers.glow import ActNorm
+from flowlearn.layers.glow import ActNorm, InvertibleConv1x1
 from flowlearn.layers.nets import conv_net, mlp
 from flowlearn.layers.nice import AdditiveCoupling, DiagonalScaling
 from flowlearn.layers.realnvp import AffineCoupling
+from flowlearn.layers.spline import SplineCoupling
 from flowlearn.layers.squeeze import Squeeze
 
-__all__ = ["NICE", "MultiScaleRealNVP", "RealNVP"]
+__all__ = ["NICE", "Glow", "MultiScaleRealNVP", "NeuralSplineFlow", "RealNVP", "glow_step"]
 
 
 class NICE(FlowSequential):
@@ -326,3 +328,247 @@ class MultiScaleRealNVP(Bijector):
             out.append(z)
         out.append(h)
         return out
+
+
+def glow_step(channels: int, subnet: SubnetFactory, clamp: float | None) -> FlowSequential:
+    r"""One step of Glow's flow: `ActNorm` → `InvertibleConv1x1` → affine coupling (Glow Fig. 2a).
+
+    The coupling always transforms the second half of the channels (`parity=0`): the learned
+    1×1 convolution before it decides which mixtures of channels end up in which half, the job
+    that the alternating halves and fixed permutations do in NICE and RealNVP.
+
+    Args:
+        channels: $C$ of the `(B, C, H, W)` input.
+        subnet: factory `subnet(c_in, c_out)` of the coupling network.
+        clamp: bound of the coupling's log-scale (see `AffineCoupling`).
+
+    Examples:
+        >>> from flowlearn import conv_net
+        >>> [type(layer).__name__ for layer in glow_step(4, conv_net(hidden=8), 2.0)]
+        ['ActNorm', 'InvertibleConv1x1', 'AffineCoupling']
+    """
+    return FlowSequential(
+        ActNorm(channels),
+        InvertibleConv1x1(channels),
+        AffineCoupling(channels, subnet, mask="channel", parity=0, clamp=clamp),
+    )
+
+
+class _GlowLevel(Bijector):
+    r"""One level of Glow (Glow §3, Fig. 2b), recursing into the next one.
+
+    squeeze → `steps` flow steps → (not the last level) split off half the channels as $z$,
+    the next level on the other half, concatenate → unsqueeze.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        subnet: SubnetFactory,
+        clamp: float | None,
+        steps: int,
+        inner: _GlowLevel | None,
+    ) -> None:
+        super().__init__()
+        self.squeeze = Squeeze()
+        self.steps = FlowSequential(*[glow_step(4 * channels, subnet, clamp) for _ in range(steps)])
+        self.inner = inner
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h, logdet = self.squeeze(x)  # (B, 4C, H/2, W/2)
+        h, ld = self.steps(h)
+        logdet = logdet + ld
+        if self.inner is not None:
+            z, h = h.chunk(2, dim=1)  # split: z leaves, h goes on, each (B, 2C, H/2, W/2)
+            h, ld = self.inner(h)  # (B, 2C, H/2, W/2)
+            logdet = logdet + ld
+            h = torch.cat([z, h], dim=1)  # (B, 4C, H/2, W/2)
+        y, ld = self.squeeze.inverse(h)  # (B, C, H, W)
+        return y, logdet + ld
+
+    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        h, logdet = self.squeeze(y)  # (B, 4C, H/2, W/2)
+        if self.inner is not None:
+            z, h = h.chunk(2, dim=1)  # each (B, 2C, H/2, W/2)
+            h, ld = self.inner.inverse(h)
+            logdet = logdet + ld
+            h = torch.cat([z, h], dim=1)  # (B, 4C, H/2, W/2)
+        h, ld = self.steps.inverse(h)
+        logdet = logdet + ld
+        x, ld = self.squeeze.inverse(h)  # (B, C, H, W)
+        return x, logdet + ld
+
+
+class Glow(Bijector):
+    r"""Glow for images: levels of squeeze, flow steps (actnorm, 1×1 convolution, coupling), split.
+
+    Level $i < L$ squeezes $h^{(i-1)}$ ($C_i$ channels) to $4C_i$ channels, applies `steps`
+    flow steps, each $	ext{ActNorm} 	o 	ext{InvertibleConv1x1} 	o 	ext{AffineCoupling}$
+    (see `glow_step`), and splits off half the channels as $z^{(i)}$; the last level squeezes
+    and applies its steps, with no split (Glow §3, Fig. 2; the multi-scale architecture of
+    RealNVP §3.6):
+
+    $$
+    (z^{(i)}, h^{(i)}) = \operatorname{split}igl(F_i(\operatorname{squeeze}(h^{(i-1)}))igr),
+    \qquad z^{(L)} = F_L(\operatorname{squeeze}(h^{(L-1)})), \qquad
+    \log|\det J| = \sum_{i=1}^{L} \log|\det J_{F_i}| ,
+    $$
+
+    where each step of $F_i$ adds $-HW\sum_c \log\sigma_c$ (actnorm), $HW \sum_c \log|s_c|$
+    (1×1 convolution) and $\sum s$ (coupling) at that level's size $H 	imes W$.
+
+    **Latent layout.** As in `MultiScaleRealNVP`: `forward` returns one tensor of the input's
+    shape; each level concatenates $z^{(i)}$ (first) with the deeper output (second) and
+    un-squeezes it. `split_latent` returns $z^{(1)}, \dots, z^{(L)}$.
+
+    Choices that differ from the paper, to train on a CPU: the coupling networks are
+    `conv_net` (the paper's NN() of §5, narrower; zero-initialised last layer as in §3.3), the
+    coupling's log-scale is soft-clamped (`soft_clamp`) instead of Glow's
+    $\operatorname{sigmoid}(\cdot + 2)$ scale, and the split-off $z^{(i)}$ go to a fixed
+    standard normal, not to a prior learned from $h^{(i)}$.
+
+    References:
+        D. P. Kingma, P. Dhariwal, 2018. "Glow: Generative Flow with Invertible 1x1
+        Convolutions." arXiv:1807.03039, §3 and Fig. 2 (one step of flow; the multi-scale
+        architecture with $K$ steps per level and $L$ levels), §3.1–3.3 and Table 1 (actnorm,
+        invertible 1×1 convolution, affine coupling).
+
+        L. Dinh, J. Sohl-Dickstein, S. Bengio, 2016. "Density estimation using Real NVP."
+        arXiv:1605.08803, §3.6 (squeezing and factoring out, Eq. 13–16).
+
+    Args:
+        channels: $C$; inputs are `(B, C, H, W)` with $H, W$ divisible by $2^L$.
+        levels: number of levels $L \ge 1$ (each squeezes once).
+        steps: flow steps $K$ per level.
+        hidden: channels of the hidden feature maps of the coupling networks (every level).
+        clamp: bound of each coupling's log-scale.
+        subnet: a factory `subnet(c_in, c_out)` used at every level instead of `conv_net`.
+
+    Examples:
+        >>> import torch
+        >>> model = Glow(1, levels=2, steps=2, hidden=8)
+        >>> x = torch.rand(2, 1, 8, 8)
+        >>> y, logdet = model(x)  # the first call initialises every ActNorm from x
+        >>> y.shape, logdet.shape
+        (torch.Size([2, 1, 8, 8]), torch.Size([2]))
+        >>> [tuple(z.shape[1:]) for z in model.split_latent(y)]
+        [(2, 4, 4), (8, 2, 2)]
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        levels: int = 2,
+        steps: int = 4,
+        hidden: int = 64,
+        clamp: float | None = 2.0,
+        subnet: SubnetFactory | None = None,
+    ) -> None:
+        super().__init__()
+        if levels < 1 or steps < 1:
+            raise ValueError(f"Glow: levels and steps must be positive, got {levels}, {steps}")
+        self.channels, self.levels = channels, levels
+        net = subnet if subnet is not None else conv_net(hidden=hidden)
+        inner: _GlowLevel | None = None
+        # build from the innermost level out: level i works on C * 2**i channels (before squeeze)
+        for i in reversed(range(levels)):
+            inner = _GlowLevel(channels * 2**i, net, clamp, steps, inner)
+        assert inner is not None
+        self.outer = inner
+
+    def _check(self, x: Tensor) -> None:
+        check_rank(self, x, (4,))
+        factor = 2**self.levels
+        if x.shape[1] != self.channels or x.shape[2] % factor or x.shape[3] % factor:
+            raise ValueError(
+                f"Glow: expected input of shape (B, {self.channels}, H, W) with H and W "
+                f"divisible by {factor} ({self.levels} levels), received shape {tuple(x.shape)}"
+            )
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Map images to the concatenated latent of the same shape, with the log-det."""
+        self._check(x)
+        return self.outer(x)
+
+    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Map a latent of the input's shape back to images, with the inverse log-det."""
+        self._check(y)
+        return self.outer.inverse(y)
+
+    def split_latent(self, y: Tensor) -> list[Tensor]:
+        r"""Split a latent `y` `(B, C, H, W)` into $[z^{(1)}, \dots, z^{(L)}]$.
+
+        $z^{(i)}$ has shape `(B, 2^i C, H/2^i, W/2^i)` for $i < L$ and $z^{(L)}$, the last
+        level's whole squeezed output, `(B, 2^{L+1} C, H/2^L, W/2^L)`.
+        """
+        self._check(y)
+        squeeze, out, h = Squeeze(), [], y
+        for _ in range(self.levels - 1):
+            h, _ = squeeze(h)  # (B, 4C_i, H_i/2, W_i/2)
+            z, h = h.chunk(2, dim=1)
+            out.append(z)
+        out.append(squeeze(h)[0])
+        return out
+
+
+class NeuralSplineFlow(FlowSequential):
+    r"""Neural spline flow for vectors: rational-quadratic spline couplings, alternating halves.
+
+    With $K$ = `couplings` spline couplings (`SplineCoupling`), coupling $k$ keeping $x_1$ and
+    bending every value of $x_2$ by a monotonic rational-quadratic spline $f_{\theta_k(x_1)}$
+    with `bins` bins on $[-B, B]$ (the identity outside):
+
+    $$
+    y = f_K \circ \cdots \circ f_1(x), \qquad
+    \log|\det J| = \sum_{k=1}^{K} \sum_j \log f'_{\theta_k(x_1^{(k)})}\bigl(x_{2,j}^{(k)}\bigr),
+    $$
+
+    used with a standard normal prior (`StandardNormal(D)`). The paper's coupling models
+    alternate the halves with permutations or LU-linear layers between couplings; in two
+    dimensions alternating `parity` is the same thing.
+
+    References:
+        C. Durkan, A. Bekasov, I. Murray, G. Papamakarios, 2019. "Neural Spline Flows."
+        arXiv:1906.04032, §3.1 (rational-quadratic transforms, Eq. 4–5) and §3.2
+        (rational-quadratic coupling transform, RQ-NSF (C)).
+
+    Args:
+        dim: number of dimensions $D \ge 2$; inputs are `(B, D)`.
+        couplings: number of spline couplings.
+        bins: bins $K$ of every spline.
+        bound: $B$; each spline acts on $[-B, B]$.
+        hidden: width of each hidden layer of the coupling MLPs.
+        depth: number of hidden layers of the coupling MLPs.
+        subnet: a factory `subnet(c_in, c_out)` replacing `mlp(hidden, depth)`.
+
+    Examples:
+        >>> import torch
+        >>> model = NeuralSplineFlow(2, couplings=2, bins=4, hidden=16)
+        >>> x = torch.randn(5, 2)
+        >>> y, logdet = model(x)
+        >>> torch.allclose(y, x, atol=1e-6), logdet.shape  # a fresh model is the identity
+        (True, torch.Size([5]))
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        couplings: int = 4,
+        bins: int = 8,
+        bound: float = 4.0,
+        hidden: int = 64,
+        depth: int = 2,
+        subnet: SubnetFactory | None = None,
+    ) -> None:
+        if couplings < 1:
+            raise ValueError(f"NeuralSplineFlow: couplings must be positive, got {couplings}")
+        net = subnet if subnet is not None else mlp(hidden=hidden, depth=depth)
+        super().__init__(
+            *[
+                SplineCoupling(dim, net, mask="channel", parity=k % 2, bins=bins, bound=bound)
+                for k in range(couplings)
+            ]
+        )
+        self.dim = dim
