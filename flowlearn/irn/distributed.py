@@ -29,6 +29,12 @@ configuration, up to float round-off, because of five rules:
 5. **The same update.** The averaged gradients are identical on every rank, so the clipping,
    the Adam step and the schedule are too; the weights never diverge.
 
+Each process runs its part of the batch in one piece: the CPU sharding of
+`flowlearn.irn.fast.irn_backward` computes gradients with `torch.autograd.grad` in threads,
+which `DistributedDataParallel`'s gradient hooks do not see, so `run.shards` is not used here;
+the processes take the place of the shards. Memory-saving backpropagation (`run.memory_saving`)
+works unchanged: its recomputed gradients reach the parameters through autograd.
+
 Only rank 0 writes (log, TensorBoard events, checkpoints) and validates; the others wait in
 `Processes.barrier`, on a CPU (gloo) group with a long timeout, so a validation longer than the
 collective timeout of NCCL does not end the run.
@@ -51,6 +57,7 @@ Examples:
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -314,9 +321,13 @@ def start(device: torch.device) -> Processes:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     owns = not dist.is_initialized()
+    init = dist.init_process_group
     if owns:
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
+        options: dict[str, Any] = {}
+        if device.type == "cuda" and "device_id" in inspect.signature(init).parameters:
+            options["device_id"] = device  # binds NCCL to this GPU (torch >= 2.3)
+        init(backend, **options)
     wait_group = dist.new_group(backend="gloo", timeout=WAIT_TIMEOUT)
     return Processes(
         rank=dist.get_rank(),
