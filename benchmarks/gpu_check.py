@@ -97,6 +97,8 @@ def environment(device: torch.device) -> dict[str, Any]:
         "python": platform.python_version(),
         "device": str(device),
         "cpu_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1_5_15_min": list(os.getloadavg()),
     }
     if device.type == "cuda":
         info.update(
@@ -399,8 +401,8 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="gpu_check_"))
     report: dict[str, Any] = {
         "dry_run": args.dry_run,
-        "settings": {
-            k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "save"
+        "settings": {  # the folders used are this machine's business
+            k: v for k, v in vars(args).items() if not isinstance(v, Path) and k != "save"
         },
         "environment": environment(device),
     }
@@ -429,6 +431,7 @@ def main() -> None:
     report["torchrun"] = {}
     scaling(args, device, work, report["torchrun"])
     report["seconds"] = time.perf_counter() - began
+    report["load_average_1_5_15_min_at_end"] = list(os.getloadavg())
     args.save()
     print(json.dumps(_summary(report), indent=2))
     print(f"written: {json_path}")
