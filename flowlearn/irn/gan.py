@@ -417,7 +417,7 @@ def load_vgg19_features(
         state = {
             k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")
         }
-    features = vgg_features()[: cut + 1]
+    features = nn.Sequential(*list(vgg_features())[: cut + 1])
     wanted = features.state_dict()
     missing = [k for k in wanted if k not in state or state[k].shape != wanted[k].shape]
     if missing:
@@ -474,6 +474,8 @@ class FeatureLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.features = features.eval().requires_grad_(False)
+        self.mean: Tensor
+        self.std: Tensor
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
 
