@@ -2,13 +2,16 @@ import pytest
 import torch
 
 from flowlearn import (
+    ActNorm,
     AdditiveCoupling,
     AffineCoupling,
     DiagonalScaling,
+    InvertibleConv1x1,
+    SplineCoupling,
     Squeeze,
 )
 from flowlearn.checks import assert_bijector, jitter_parameters
-from flowlearn.density.models import NICE, MultiScaleRealNVP, RealNVP
+from flowlearn.density.models import NICE, Glow, MultiScaleRealNVP, NeuralSplineFlow, RealNVP
 from flowlearn.layers.nets import MLP
 
 
@@ -107,3 +110,90 @@ def test_models_reject_bad_sizes():
         NICE(2, couplings=0)
     with pytest.raises(ValueError, match="scales must be positive"):
         MultiScaleRealNVP(1, scales=0)
+
+
+def _initialised(model: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
+    """Run once on a batch, so that every ActNorm takes its data-dependent initialisation."""
+    with torch.no_grad():
+        model(x)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("levels", "steps", "shape"),
+    [(2, 2, (2, 1, 4, 4)), (1, 3, (2, 3, 2, 2)), (3, 1, (2, 2, 8, 8))],
+    ids=["glow-2-levels", "glow-1-level", "glow-3-levels"],
+)
+def test_glow_passes_checker(levels: int, steps: int, shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    model = Glow(shape[1], levels=levels, steps=steps, hidden=4).double()
+    _initialised(model, 3 * _x(8, *shape[1:], seed=5) + 1)
+    jitter_parameters(model, scale=0.1)
+    report = assert_bijector(model, _x(*shape))
+    assert max(abs(v) for v in report.logdet) > 1e-2
+
+
+def test_glow_architecture_follows_the_paper() -> None:
+    model = Glow(1, levels=2, steps=3, hidden=4)
+    outer, inner = model.outer, model.outer.inner
+    assert inner is not None and inner.inner is None
+    for level, channels in ((outer, 4), (inner, 8)):  # 4 C after each squeeze
+        assert isinstance(level.squeeze, Squeeze) and len(level.steps) == 3
+        for step in level.steps:
+            actnorm, conv, coupling = step
+            assert isinstance(actnorm, ActNorm) and isinstance(conv, InvertibleConv1x1)
+            assert isinstance(coupling, AffineCoupling) and coupling.mask == "channel"
+            assert actnorm.channels == conv.channels == coupling.channels == channels
+
+
+def test_glow_shapes_round_trip_and_latent_layout() -> None:
+    torch.manual_seed(0)
+    model = Glow(1, levels=2, steps=2, hidden=4)
+    x = _x(3, 1, 8, 8).float()
+    y, logdet = model(x)  # initialises the actnorms
+    jitter_parameters(model, scale=0.1)
+    y, logdet = model(x)
+    assert y.shape == x.shape and logdet.shape == (3,)
+    torch.testing.assert_close(model.inverse(y)[0], x, atol=1e-5, rtol=0)
+    # the first level's split by hand: squeeze, steps, first half of the channels
+    h, _ = Squeeze()(x)
+    h, _ = model.outer.steps(h)
+    z1, rest = h.chunk(2, dim=1)
+    parts = model.split_latent(y)
+    assert [tuple(p.shape) for p in parts] == [(3, 2, 4, 4), (3, 8, 2, 2)]
+    torch.testing.assert_close(parts[0], z1)
+    inner_out, _ = model.outer.inner(rest)  # (3, 2, 4, 4), un-squeezed by the inner level
+    torch.testing.assert_close(parts[1], Squeeze()(inner_out)[0])
+
+
+def test_glow_rejects_bad_shapes_and_sizes() -> None:
+    model = Glow(1, levels=2, steps=1, hidden=4)
+    with pytest.raises(ValueError, match=r"divisible by 4 \(2 levels\)"):
+        model(torch.zeros(2, 1, 6, 6))
+    with pytest.raises(ValueError, match=r"expected input of shape \(B, 1, H, W\)"):
+        model(torch.zeros(2, 3, 8, 8))
+    with pytest.raises(ValueError, match="levels and steps must be positive"):
+        Glow(1, levels=0)
+    with pytest.raises(ValueError, match="levels and steps must be positive"):
+        Glow(1, steps=0)
+
+
+@pytest.mark.parametrize("dim", [2, 5])
+def test_neural_spline_flow_passes_checker(dim: int) -> None:
+    torch.manual_seed(0)
+    model = jitter_parameters(NeuralSplineFlow(dim, couplings=3, bins=4, hidden=8), scale=0.3)
+    report = assert_bijector(model.double(), 2 * _x(3, dim))
+    assert max(abs(v) for v in report.logdet) > 1e-2
+
+
+def test_neural_spline_flow_alternates_spline_couplings() -> None:
+    model = NeuralSplineFlow(2, couplings=4, bins=6, bound=2.5, hidden=8)
+    assert all(isinstance(c, SplineCoupling) for c in model)
+    assert [c.parity for c in model] == [0, 1, 0, 1]
+    assert {(c.bins, c.bound) for c in model} == {(6, 2.5)}
+    x = _x(5, 2).float()
+    y, logdet = model(x)  # zero-initialised subnets: the identity
+    torch.testing.assert_close(y, x, atol=1e-6, rtol=0)
+    torch.testing.assert_close(logdet, torch.zeros(5), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="couplings must be positive"):
+        NeuralSplineFlow(2, couplings=0)
