@@ -4,11 +4,17 @@ r"""The `flowlearn` command line.
   and prints one row per layer, shape and dtype.
 * `flowlearn irn ...` downscales, upscales, evaluates and trains Invertible Rescaling Nets.
 * `flowlearn demo [IMAGE]` rescales a photo with the shipped IRN models and bicubic, side by side.
+
+Every failure is one line on stderr, `flowlearn <command>: error: <what>; <what to do>`, and a
+non-zero exit status (1; 2 for a bad command line); Ctrl-C prints `interrupted` and exits with
+130. The hidden option `--debug` (anywhere on the command line) or the environment variable
+`FLOWLEARN_DEBUG=1` shows the Python traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -137,11 +143,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_INTERRUPTED = 130
+r"""The exit status after Ctrl-C (128 + SIGINT, as shells report it)."""
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    words = ["flowlearn", args.command]
+    if getattr(args, "irn_command", None):
+        words.append(args.irn_command)
+    return " ".join(words)
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `flowlearn` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    func: Callable[[argparse.Namespace], int] = args.func
-    return func(args)
+    """Entry point of the `flowlearn` console script; returns the exit status.
+
+    Errors become one line on stderr and exit status 1; Ctrl-C exits with `EXIT_INTERRUPTED`.
+    With `--debug` among the arguments or `FLOWLEARN_DEBUG=1` they are raised as they are.
+    """
+    words = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in words or os.environ.get("FLOWLEARN_DEBUG", "") not in ("", "0")
+    words = [w for w in words if w != "--debug"]
+    name = "flowlearn"
+    try:
+        args = build_parser().parse_args(words)
+        name = _command_name(args)
+        func: Callable[[argparse.Namespace], int] = args.func
+        return func(args)
+    except KeyboardInterrupt as err:
+        if debug:
+            raise
+        detail = _one_line(err)
+        print(f"{name}: interrupted" + (f" ({detail})" if detail else ""), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:
+        if debug:
+            raise
+        what = _one_line(err) or type(err).__name__
+        if not isinstance(err, (ValueError, OSError, RuntimeError)):
+            what = f"{type(err).__name__}: {what}"
+        print(
+            f"{name}: error: {what}; run again with --debug to see where it happened",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -44,13 +44,15 @@ def _model(args: argparse.Namespace) -> IRN:
     r"""The IRN of `--model` (default: the shipped model of `--scale`, else x4) on `--device`.
 
     The model is read by `flowlearn.irn.checkpoint.load` (shipped names, flowlearn and original
-    checkpoints, safetensors) and checked against `--scale`.
+    checkpoints, safetensors), checked against `--scale`, and put in its fast arrangement
+    (`flowlearn.irn.fast.accelerate`: the same map up to float round-off).
     """
     from flowlearn.irn.checkpoint import load
+    from flowlearn.irn.fast import accelerate
     from flowlearn.irn.train import resolve_device
 
     spec = args.model or f"x{args.scale or 4}"
-    return load(spec, scale=args.scale, device=resolve_device(args.device))
+    return accelerate(load(spec, scale=args.scale, device=resolve_device(args.device))).eval()
 
 
 class _Reporter:

@@ -56,7 +56,7 @@ from flowlearn.irn.checkpoint import TRAINING_FORMAT, load, save
 from flowlearn.irn.config import Config, ConfigError
 from flowlearn.irn.data import IRNTrainSet, train_loader
 from flowlearn.irn.evaluate import evaluate_folder
-from flowlearn.irn.losses import irn_backward
+from flowlearn.irn.fast import accelerate, irn_backward
 from flowlearn.irn.model import IRN
 from flowlearn.irn.speed import cpu_has_bf16
 
@@ -262,7 +262,9 @@ def _build_model(cfg: Config, device: torch.device) -> IRN:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.data.seed)  # the initialisation is part of the recipe
         model = IRN(m.scale, blocks=m.blocks, clamp=m.clamp, growth=m.growth)
-    model.bf16 = cfg.run.bf16  # sub-networks only; exponent, log-det and losses stay float32
+    # the fast arrangement of the same arithmetic; bf16: sub-networks only (exponent, log-det
+    # and losses stay float32)
+    accelerate(model, bf16=cfg.run.bf16)
     if m.init is not None:
         model.load_state_dict(load(m.init, scale=m.scale).state_dict())
     return model.to(device)
@@ -420,9 +422,9 @@ def train(
                 assert r.validation is not None
                 if not bicubic:
                     bicubic = validate(None, r.validation, cfg.model.scale)
-                model.bf16 = False  # validated in float32, as the saved weights will be used
+                accelerate(model, bf16=False)  # validated in float32, as the weights are used
                 row = validate(model, r.validation, cfg.model.scale, draws=r.validation_draws)
-                model.bf16 = cfg.run.bf16
+                accelerate(model, bf16=cfg.run.bf16)
                 row.update(bicubic)
                 result.validation.append({"step": step, **row})
                 bar.write(f"step {step}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()))
@@ -442,7 +444,7 @@ def train(
     finally:
         bar.close()
     result.step = step
-    model.bf16 = False
+    accelerate(model, bf16=False)
     model.eval()
     return result
 
