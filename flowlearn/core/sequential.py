@@ -26,6 +26,8 @@ class FlowSequential(Bijector):
         memory_saving: during training, store only the output and recompute every layer's
             input by inversion in the backward pass (`flowlearn.core.memory`): activation memory no
             longer grows with depth, at the cost of about one extra forward pass.
+        name: the attribute that holds the layers (an `nn.ModuleList`), and so the prefix of
+            their parameter names and state-dict keys, `"<name>.<k>.…"`.
 
     Examples:
         >>> import torch
@@ -37,9 +39,13 @@ class FlowSequential(Bijector):
         (torch.Size([2, 12, 2, 2]), torch.Size([2]))
         >>> torch.equal(flow.inverse(y)[0], x)
         True
+        >>> flow.layers[0] is flow[0]
+        True
     """
 
-    def __init__(self, *layers: Bijector, memory_saving: bool = False) -> None:
+    def __init__(
+        self, *layers: Bijector, memory_saving: bool = False, name: str = "layers"
+    ) -> None:
         super().__init__()
         self.memory_saving = memory_saving
         for i, layer in enumerate(layers):
@@ -47,16 +53,20 @@ class FlowSequential(Bijector):
                 raise TypeError(
                     f"FlowSequential: layer {i} is a {type(layer).__name__}, expected a Bijector"
                 )
-        self.layers = nn.ModuleList(layers)
+        self._name = name
+        self.add_module(name, nn.ModuleList(layers))  # e.g. self.layers
+
+    def _layers(self) -> nn.ModuleList:
+        return self.get_submodule(self._name)  # type: ignore[return-value]
 
     def __len__(self) -> int:
-        return len(self.layers)
+        return len(self._layers())
 
     def __iter__(self) -> Iterator[Bijector]:
-        return iter(self.layers)  # type: ignore[arg-type]
+        return iter(self._layers())  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> Bijector:
-        return self.layers[index]  # type: ignore[return-value]
+        return self._layers()[index]  # type: ignore[return-value]
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Apply every layer in order; the log-determinants add up."""
@@ -82,7 +92,7 @@ class FlowSequential(Bijector):
         """
         logdet = x.new_zeros(x.shape[0])
         outputs: list[Tensor] = []
-        for layer in self.layers:
+        for layer in self:
             x, ld = layer(x)
             logdet = logdet + ld
             if keep:
@@ -95,7 +105,7 @@ class FlowSequential(Bijector):
         """Like `inverse`, also returning the output of each inverted layer, last layer first."""
         logdet = y.new_zeros(y.shape[0])
         outputs: list[Tensor] = []
-        for layer in reversed(self.layers):
+        for layer in reversed(self._layers()):
             y, ld = layer.inverse(y)  # type: ignore[operator]
             logdet = logdet + ld
             if keep:

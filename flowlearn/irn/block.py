@@ -2,14 +2,10 @@ r"""The coupling layer of the Invertible Rescaling Net ("InvBlock" in the paper)
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
-from typing import Any, TypeGuard
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from flowlearn.core import Bijector, SubnetFactory, check_channels, check_rank
-from flowlearn.layers.nets import DenseBlock, dense_blocks_on_one_input
 
 __all__ = ["IRNCoupling"]
 
@@ -41,21 +37,9 @@ class IRNCoupling(Bijector):
     initialisation consumes the generator.
 
     Unlike the original code, which stores $s$ on the module and returns its batch mean, the
-    log-determinant here is returned per sample and nothing is kept between calls. $\rho$ and
-    $\eta$ read the same $y_1$; dense-block sub-networks then run together
-    (`flowlearn.layers.nets.dense_blocks_on_one_input`: one first convolution for both, and grouped
-    convolutions on small maps), which gives the same values up to float round-off in fewer
-    convolution calls.
-
-    With `bf16=True` only the sub-networks run under `torch.autocast` in bfloat16 (their
-    convolutions are where the time goes). Everything after them stays in the dtype of the
-    input: $\rho$'s output is cast back before the bound, so $s$, $\exp(s)$, the updates of
-    $x_1, x_2$ and the log-determinant are float32. The exponent matters most: an error
-    $\delta$ in $s$ is a relative error $\delta$ of $x_2$ in every block, and bfloat16 keeps
-    about 3 significant digits; the log-determinant sums $\sim 10^5$ terms per sample, far
-    beyond bfloat16's precision. The additive branches keep the main stream in float32, so the
-    inverse stays exact up to float32 round-off of the stream given the same sub-network
-    outputs.
+    log-determinant here is returned per sample and nothing is kept between calls.
+    `forward` and `inverse` are the equations above, line by line; `flowlearn.irn.fast` runs the
+    same arithmetic arranged for speed.
 
     References:
         M. Xiao, S. Zheng, C. Liu, Y. Wang, D. He, G. Ke, J. Bian, Z. Lin, T.-Y. Liu, 2020.
@@ -71,8 +55,6 @@ class IRNCoupling(Bijector):
         subnet: factory `subnet(c_in, c_out) -> nn.Module`, called for F, G, H in that order.
         split: number of channels of $x_1$ (3 in IRN: the RGB low-pass).
         clamp: bound of the exponent $s$.
-        bf16: run $\phi$, $\rho$, $\eta$ under bfloat16 autocast on the input's device
-            (faster on GPUs and on CPUs with bfloat16 units; not bit-compatible with float32).
 
     Examples:
         >>> import torch
@@ -89,13 +71,7 @@ class IRNCoupling(Bijector):
     """
 
     def __init__(
-        self,
-        channels: int,
-        subnet: SubnetFactory,
-        *,
-        split: int = 3,
-        clamp: float = 1.0,
-        bf16: bool = False,
+        self, channels: int, subnet: SubnetFactory, *, split: int = 3, clamp: float = 1.0
     ) -> None:
         super().__init__()
         if not 0 < split < channels:
@@ -108,83 +84,30 @@ class IRNCoupling(Bijector):
         self.channels = channels
         self.split = split
         self.clamp = clamp
-        self.bf16 = bf16
         # creation order F, G, H as in the original code (bit-exact initialisation)
         self.F = subnet(channels - split, split)  # phi: x2 -> additive update of x1
         self.G = subnet(split, channels - split)  # eta: y1 -> shift of x2
         self.H = subnet(split, channels - split)  # rho: y1 -> log-scale of x2 (before bound)
 
     def extra_repr(self) -> str:
-        bf16 = ", bf16=True" if self.bf16 else ""
-        return f"{self.channels}, split={self.split}, clamp={self.clamp}{bf16}"
-
-    def _autocast(self, v: Tensor) -> AbstractContextManager[Any]:
-        """bfloat16 autocast on `v`'s device when `bf16` is set, else no change.
-
-        Without `bf16`, an outer autocast, if any, stays in force.
-        """
-        if not self.bf16:
-            return nullcontext()
-        return torch.autocast(v.device.type, dtype=torch.bfloat16)
-
-    def _run(self, net: nn.Module, v: Tensor) -> Tensor:
-        """Apply a sub-network, under bfloat16 autocast when `bf16` is set."""
-        with self._autocast(v):
-            return net(v)
-
-    def _shift_and_log_scale(self, y1: Tensor) -> tuple[Tensor, Tensor]:
-        r"""$\eta(y_1)$ and the bounded exponent $s = \text{clamp}\,(2\sigma(\rho(y_1)) - 1)$.
-
-        Both sub-networks read $y_1$; plain dense blocks (no hooks, not compiled) then run
-        together (`flowlearn.layers.nets.dense_blocks_on_one_input`). $s$ is in `y1`'s dtype: under
-        bfloat16 autocast $\rho$'s output is cast back first, since $s$ feeds $\exp(s)$.
-        """
-        G, H = self.G, self.H
-        with self._autocast(y1):
-            if _fusable(G) and _fusable(H):
-                shift, h = dense_blocks_on_one_input([G, H], y1)
-            else:
-                shift, h = G(y1), H(y1)
-        h = h.to(y1.dtype)
-        return shift, self.clamp * (torch.sigmoid(h) * 2 - 1)
+        return f"{self.channels}, split={self.split}, clamp={self.clamp}"
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         r"""Couple `(B, C, H, W) -> (B, C, H, W)`; log-det $\sum s$ per sample."""
         check_rank(self, x, (2, 4))
         check_channels(self, x, self.channels)
         x1, x2 = x[:, : self.split], x[:, self.split :]
-        y1 = x1 + self._run(self.F, x2)  # Eq. 1: y1 = x1 + phi(x2)
-        shift, s = self._shift_and_log_scale(y1)
-        y2 = x2 * torch.exp(s) + shift  # Eq. 2: y2 = x2 * exp(rho(y1)) + eta(y1)
-        return torch.cat((y1, y2), dim=1), _sum_per_sample(s)
+        y1 = x1 + self.F(x2)  # Eq. 1: y1 = x1 + phi(x2)
+        s = self.clamp * (torch.sigmoid(self.H(y1)) * 2 - 1)  # bounded rho(y1)
+        y2 = x2 * torch.exp(s) + self.G(y1)  # Eq. 2: y2 = x2 * exp(s) + eta(y1)
+        return torch.cat((y1, y2), dim=1), s.flatten(1).sum(1)
 
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
         r"""Undo the coupling, `(B, C, H, W) -> (B, C, H, W)`; log-det $-\sum s$ per sample."""
         check_rank(self, y, (2, 4))
         check_channels(self, y, self.channels)
         y1, y2 = y[:, : self.split], y[:, self.split :]
-        shift, s = self._shift_and_log_scale(y1)
-        x2 = (y2 - shift) / torch.exp(s)  # inverse of Eq. 2
-        x1 = y1 - self._run(self.F, x2)  # inverse of Eq. 1
-        return torch.cat((x1, x2), dim=1), -_sum_per_sample(s)
-
-
-def _fusable(net: nn.Module) -> TypeGuard[DenseBlock]:
-    """Whether `net` is a `DenseBlock` whose call does nothing beyond its `forward`.
-
-    Forward hooks (its own or global ones) and `torch.compile` act only on calls of the module
-    itself, so such a block is called on its own.
-    """
-    global_hooks = getattr(nn.modules.module, "_global_forward_hooks", None) or getattr(
-        nn.modules.module, "_global_forward_pre_hooks", None
-    )
-    return (
-        isinstance(net, DenseBlock)
-        and not (net._forward_hooks or net._forward_pre_hooks or global_hooks)
-        and getattr(net, "_compiled_call_impl", None) is None
-    )
-
-
-def _sum_per_sample(s: Tensor) -> Tensor:
-    """Sum over all but the batch dimension (no copy for channels-last `s`, unlike flatten)."""
-    return s.sum(dim=tuple(range(1, s.dim())))
+        s = self.clamp * (torch.sigmoid(self.H(y1)) * 2 - 1)  # bounded rho(y1)
+        x2 = (y2 - self.G(y1)) / torch.exp(s)  # inverse of Eq. 2
+        x1 = y1 - self.F(x2)  # inverse of Eq. 1
+        return torch.cat((x1, x2), dim=1), -s.flatten(1).sum(1)

@@ -51,7 +51,8 @@ A configuration has five sections. Every field, its default and its meaning:
 * `log_every` (int, 100): steps between CSV rows (validation steps always get one).
 * `log_csv` (str, "log.csv"): CSV file name, relative to `output`.
 * `device` ("cpu", "cuda" or "auto"; "auto"): "auto" picks CUDA when available.
-* `bf16` (bool, false): run the dense-block sub-networks under bfloat16 autocast (`IRN.bf16`;
+* `bf16` (bool, false): run the dense-block sub-networks under bfloat16 autocast
+  (`flowlearn.irn.fast.accelerate(model, bf16=True)`;
   the exponent, log-determinant and losses stay float32); validation and the returned model use
   float32. Fast on GPUs and on CPUs with bfloat16 units (AMX, AVX512-BF16), slow elsewhere.
 * `shards` (int or null, null): on a CPU, cut each batch into this many parts that run forward

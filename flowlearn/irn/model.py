@@ -3,21 +3,15 @@ r"""The Invertible Rescaling Net: Haar downsampling and IRN couplings, HR image 
 from __future__ import annotations
 
 import math
-import os
-from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from flowlearn.core import Bijector, check_channels, check_even_spatial, check_rank
-from flowlearn.core.memory import run_sequence
-from flowlearn.irn import checkpoint
+from flowlearn.core import Bijector, FlowSequential, check_channels, check_even_spatial, check_rank
+from flowlearn.images.metrics import quantize_8bit
 from flowlearn.irn.block import IRNCoupling
-from flowlearn.irn.checkpoint import CheckpointError as CheckpointError
-from flowlearn.irn.checkpoint import load_irn as load_irn
-from flowlearn.irn.losses import quantize
 from flowlearn.layers.haar import HaarDownsampling
 from flowlearn.layers.nets import dense_block
 
@@ -26,7 +20,7 @@ __all__ = ["IRN"]
 SCALES = (2, 4, 8)
 
 
-class IRN(Bijector):
+class IRN(FlowSequential):
     r"""Invertible Rescaling Net (IRN): a bijection between an HR image and an (LR image, z) pair.
 
     For scale $s = 2^L$ the network is the list of `operations`
@@ -64,22 +58,12 @@ class IRN(Bijector):
         growth: channels added by each convolution of the dense-block sub-networks.
         channels: image channels (3 for RGB); also the size of the LR branch of each coupling.
         memory_saving: during training, recompute activations by inversion instead of storing
-            them (`flowlearn.core.memory`); same gradients up to round-off, a fraction of the
-            memory.
-        channels_last: store the convolution weights and run the activations in the
-            channels-last memory layout (`torch.channels_last`), in which oneDNN runs these
-            convolutions faster on CPU (and cuDNN prefers for bfloat16 and TF32 on GPUs); same
-            results up to float round-off. Inputs of any layout are accepted and `forward` /
-            `inverse` return ordinary contiguous tensors.
-        bf16: run the dense-block sub-networks under bfloat16 autocast, keeping the coupling
-            arithmetic (exponent, exp, log-det) and the Haar transforms in the input's dtype
-            (see `IRNCoupling`). Faster on GPUs and bfloat16-capable CPUs; results change
-            beyond float32 round-off, so it is off by default.
+            them (`FlowSequential`, `flowlearn.core.memory`); same gradients up to round-off, a
+            fraction of the memory.
 
-    The speed options (`memory_saving`, `channels_last`, `bf16`) never change the parameters,
-    their names or the checkpoints, and `config` (the architecture) leaves them out; they can be
-    switched on an existing model. See `flowlearn.irn.speed` and the performance page of the
-    documentation.
+    `IRN` is a `FlowSequential` whose layers are named `operations`, as in the original code.
+    `flowlearn.irn.fast.accelerate(net)` switches the same network, with the same parameters,
+    to a faster arrangement of the same arithmetic.
 
     Examples:
         >>> import torch
@@ -97,6 +81,8 @@ class IRN(Bijector):
         torch.Size([1, 3, 8, 8])
     """
 
+    operations: nn.ModuleList  # the layers (`FlowSequential(..., name="operations")`)
+
     def __init__(
         self,
         scale: int = 2,
@@ -106,11 +92,7 @@ class IRN(Bijector):
         growth: int = 32,
         channels: int = 3,
         memory_saving: bool = False,
-        channels_last: bool = True,
-        bf16: bool = False,
     ) -> None:
-        super().__init__()
-        self.memory_saving = memory_saving
         if scale not in SCALES:
             raise ValueError(
                 f"IRN: scale must be one of {', '.join(map(str, SCALES))}, got {scale}"
@@ -126,11 +108,6 @@ class IRN(Bijector):
             )
         if channels < 1 or growth < 1:
             raise ValueError(f"IRN: channels and growth must be positive, got {channels}, {growth}")
-        self.scale = scale
-        self.blocks = blocks
-        self.clamp = float(clamp)
-        self.growth = growth
-        self.channels = channels
         subnet = dense_block(growth=growth)
         operations: list[Bijector] = []
         current = channels
@@ -140,33 +117,13 @@ class IRN(Bijector):
             operations += [
                 IRNCoupling(current, subnet, split=channels, clamp=clamp) for _ in range(n_blocks)
             ]
-        self.operations = nn.ModuleList(operations)
-        self.channels_last = channels_last
-        self.bf16 = bf16
-
-    @property
-    def channels_last(self) -> bool:
-        """Whether weights and activations use the channels-last layout (settable)."""
-        return self._channels_last
-
-    @channels_last.setter
-    def channels_last(self, value: bool) -> None:
-        self._channels_last = bool(value)
-        # strides only: values (and so the seeded initialisation) are unchanged
-        layout = torch.channels_last if value else torch.contiguous_format
-        self.to(memory_format=layout)  # type: ignore[call-overload]  # documented, untyped
-
-    @property
-    def bf16(self) -> bool:
-        """Whether the couplings run their sub-networks under bfloat16 autocast (settable)."""
-        return self._bf16
-
-    @bf16.setter
-    def bf16(self, value: bool) -> None:
-        self._bf16 = bool(value)
-        for op in self.operations:
-            if isinstance(op, IRNCoupling):
-                op.bf16 = self._bf16
+        # state-dict keys operations.<i>.F.conv1.weight, ... as in the original checkpoints
+        super().__init__(*operations, memory_saving=memory_saving, name="operations")
+        self.scale = scale
+        self.blocks = blocks
+        self.clamp = float(clamp)
+        self.growth = growth
+        self.channels = channels
 
     @property
     def config(self) -> dict[str, Any]:
@@ -186,7 +143,7 @@ class IRN(Bijector):
         The same modules as `operations` (whose `nn.ModuleList` gives the state-dict keys), as a
         list to pass where bijectors are expected, e.g. `flowlearn.core.memory.inversion_drift`.
         """
-        return list(self.operations)  # type: ignore[arg-type]
+        return list(self)
 
     @property
     def latent_channels(self) -> int:
@@ -197,59 +154,16 @@ class IRN(Bijector):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """HR `(B, 3, H, W)` → `[LR, z]` `(B, 3s², H/s, W/s)`; log-det `(B,)`."""
-        if self.memory_saving:
-            self._check_hr(x)
-            y, logdet = run_sequence(self.bijectors, self._layout(x), memory_saving=True)
-        else:
-            y, logdet, _ = self.forward_with_intermediates(x, keep=False)
-        return y.contiguous(), logdet
+        check_rank(self, x, (4,))
+        check_channels(self, x, self.channels)
+        check_even_spatial(self, x, self.scale)
+        return super().forward(x)
 
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """`[LR, z]` `(B, 3s², h, w)` → HR `(B, 3, sh, sw)`; log-det of the inverse `(B,)`."""
-        if self.memory_saving:
-            check_rank(self, y, (4,))
-            check_channels(self, y, self.channels * self.scale**2)
-            x, logdet = run_sequence(
-                self.bijectors, self._layout(y), reverse=True, memory_saving=True
-            )
-        else:
-            x, logdet, _ = self.inverse_with_intermediates(y, keep=False)
-        return x.contiguous(), logdet
-
-    def forward_with_intermediates(
-        self, x: Tensor, *, keep: bool = True
-    ) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """Like `forward`, also returning the output of every operation, in order.
-
-        Returns:
-            `(y, logdet, outputs)`; `outputs[i]` is the output of `operations[i]`.
-        """
-        self._check_hr(x)
-        x = self._layout(x)
-        logdet = x.new_zeros(x.shape[0])
-        outputs: list[Tensor] = []
-        for op in self.bijectors:
-            x, ld = op(x)
-            logdet = logdet + ld
-            if keep:
-                outputs.append(x)
-        return x, logdet, outputs
-
-    def inverse_with_intermediates(
-        self, y: Tensor, *, keep: bool = True
-    ) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """Like `inverse`, also returning the output of every inverted operation, last first."""
         check_rank(self, y, (4,))
         check_channels(self, y, self.channels * self.scale**2)
-        y = self._layout(y)
-        logdet = y.new_zeros(y.shape[0])
-        outputs: list[Tensor] = []
-        for op in reversed(self.bijectors):
-            y, ld = op.inverse(y)
-            logdet = logdet + ld
-            if keep:
-                outputs.append(y)
-        return y, logdet, outputs
+        return super().inverse(y)
 
     # ----------------------------------------------------------------------------- rescaling
 
@@ -286,7 +200,7 @@ class IRN(Bijector):
         Gradients pass the rounding unchanged (straight-through, as in training).
         """
         lr, _ = self.split(self(hr)[0])
-        return quantize(lr)
+        return quantize_8bit(lr, straight_through=True)
 
     def upscale(
         self,
@@ -309,71 +223,3 @@ class IRN(Bijector):
             self.latent_shape(lr.shape), generator=generator, device=lr.device, dtype=lr.dtype
         )
         return self.inverse(self.join(lr, temperature * z))[0]
-
-    # ----------------------------------------------------------------------------- checkpoints
-
-    @classmethod
-    def from_official(
-        cls,
-        path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any],
-        *,
-        scale: int | None = None,
-    ) -> IRN:
-        """Build an IRN from a state dict of the original code (a path or an already loaded dict).
-
-        The architecture (scale, blocks, growth, channels) is read from the keys and shapes;
-        the Haar filters are checked and dropped; a `module.` prefix is stripped. A checkpoint
-        of another scale than `scale` (when given) raises `CheckpointError`. See
-        `flowlearn.irn.checkpoint`.
-        """
-        return checkpoint.from_official(path_or_state_dict, scale=scale)
-
-    def to_official(self) -> OrderedDict[str, Tensor]:
-        """The state dict in the original code's layout, Haar kernels included."""
-        return checkpoint.to_official(self)
-
-    def save(
-        self, path: str | os.PathLike[str], *, metadata: Mapping[str, Any] | None = None
-    ) -> None:
-        """Write a flowlearn checkpoint (config, weights, metadata) atomically to `path`."""
-        checkpoint.save(self, path, metadata=metadata)
-
-    @classmethod
-    def load(
-        cls,
-        path: str | os.PathLike[str],
-        *,
-        scale: int | None = None,
-        map_location: str | torch.device = "cpu",
-    ) -> IRN:
-        """Read a checkpoint written by `save` (optionally checking its scale)."""
-        return checkpoint.load(path, scale=scale, map_location=map_location)
-
-    @classmethod
-    def pretrained(
-        cls,
-        scale: int | str = 2,
-        *,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
-    ) -> IRN:
-        """The model shipped with flowlearn for `scale` (`2`, `4` or `"x2"`, …), in eval mode.
-
-        See `flowlearn.irn.pretrained.load_pretrained`.
-        """
-        from flowlearn.irn.pretrained import load_pretrained
-
-        return load_pretrained(scale, device=device, dtype=dtype)
-
-    # ----------------------------------------------------------------------------- helpers
-
-    def _layout(self, x: Tensor) -> Tensor:
-        """`x` in the memory layout the operations run in (a copy only when it differs)."""
-        if self.channels_last:
-            return x.contiguous(memory_format=torch.channels_last)
-        return x
-
-    def _check_hr(self, x: Tensor) -> None:
-        check_rank(self, x, (4,))
-        check_channels(self, x, self.channels)
-        check_even_spatial(self, x, self.scale)

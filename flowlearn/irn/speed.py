@@ -7,10 +7,11 @@ r"""Speed settings shared by training and benchmarks: backends, `torch.compile`,
   `torch.compile` when it can work here (a C++ compiler for CPU, Triton for CUDA), with a
   warning and plain eager execution otherwise.
 * `cpu_has_bf16()`: whether this CPU has bfloat16 instructions, without which bfloat16
-  sub-networks (`bf16=True`) are slower than float32 on CPU.
+  sub-networks (`flowlearn.irn.fast.accelerate(model, bf16=True)`) are slower than float32 on
+  CPU.
 
-The measured effect of every option on IRN is in `benchmarks/irn_speed.py` and
-`docs/performance.md`.
+The faster arrangements of the IRN layers themselves are in `flowlearn.irn.fast`; the measured
+effect of every option is on the performance page of the documentation.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ _STATE = {"flush_denormal": False}  # off in a fresh process
 def cpu_has_bf16() -> bool | None:
     """Whether this CPU has bfloat16 arithmetic (AVX512-BF16 or AMX tiles); `None` if unknown.
 
-    With it, oneDNN runs bfloat16 convolutions natively and `bf16=True` speeds an IRN up on the
-    CPU (about 2× here, see the performance page); without it, bfloat16 is converted back and
+    With it, oneDNN runs bfloat16 convolutions natively and bfloat16 sub-networks speed an IRN
+    up on the CPU (see the performance page); without it, bfloat16 is converted back and
     forth around float32 arithmetic and is slower than plain float32. PyTorch answers this
     only through private functions (`torch.cpu._is_avx512_bf16_supported`,
     `torch.cpu._is_amx_tile_supported`); where they are missing, the answer is `None`.

@@ -12,7 +12,6 @@ import math
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from flowlearn.core import Bijector, check_channels, check_even_spatial, check_rank
@@ -51,11 +50,6 @@ def haar_kernel(
     """
     filters = torch.tensor(_HAAR_FILTERS, dtype=dtype, device=device)  # (4, 2, 2)
     return filters.unsqueeze(1).repeat(channels, 1, 1, 1)  # (4C, 1, 2, 2)
-
-
-def _channels_last(x: Tensor) -> bool:
-    """Whether `x` is stored channels-last `(B, H, W, C)` (and not also plainly contiguous)."""
-    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
 def _analysis(a: Tensor, b: Tensor, c: Tensor, d: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -118,6 +112,10 @@ class HaarDownsampling(Bijector):
     Channel order is **band-major**, as in IRN: `[LL(c_0..c_{C-1}), B1(c_0..), B2(..), B3(..)]`,
     so the first $C$ output channels are the downscaled image.
 
+    The same map is a stride-2 convolution of each channel with the four ±1 filters of
+    `haar_kernel`, scaled by $k$ (the form of the original IRN code); here it is written with
+    reshapes and additions, the formula above.
+
     Relation to PyWavelets: for one channel, `cA, (cH, cV, cD) = pywt.dwt2(x, "haar")` gives
     `cA = LL`, `cV = B1`, `cH = B2`, `cD = B3` with `"orthonormal"` (same signs), and twice
     the bands of `"mean"`.
@@ -134,10 +132,6 @@ class HaarDownsampling(Bijector):
         channels: number of input channels $C$; input `(B, C, H, W)` with even `H`, `W`,
             output `(B, 4C, H/2, W/2)`.
         normalization: `"orthonormal"` ($k = \frac12$, log-det 0) or `"mean"` ($k = \frac14$).
-        impl: `"reshape"` (reshapes and additions) or `"conv"` (a grouped stride-2
-            convolution with the ±1 filters, the form of the original IRN code). Both compute
-            the same map. `"reshape"` keeps the memory layout of its input: a channels-last
-            input (`torch.channels_last`) gives a channels-last output without a layout copy.
 
     Examples:
         >>> import torch
@@ -153,60 +147,34 @@ class HaarDownsampling(Bijector):
         True
     """
 
-    kernel: Tensor
-
-    def __init__(
-        self,
-        channels: int,
-        *,
-        normalization: Normalization = "orthonormal",
-        impl: Literal["reshape", "conv"] = "reshape",
-    ) -> None:
+    def __init__(self, channels: int, *, normalization: Normalization = "orthonormal") -> None:
         super().__init__()
         if normalization not in _SCALE:
             raise ValueError(
                 f"HaarDownsampling: normalization must be 'orthonormal' or 'mean', "
                 f"got {normalization!r}"
             )
-        if impl not in ("reshape", "conv"):
-            raise ValueError(f"HaarDownsampling: impl must be 'reshape' or 'conv', got {impl!r}")
         if channels < 1:
             raise ValueError(f"HaarDownsampling: channels must be positive, got {channels}")
         self.channels = channels
         self.normalization = normalization
-        self.impl = impl
         self.k = _SCALE[normalization]
         # log|det| per input element: log(k^4 * 16) / 4 = log(2k) (0 or -ln 2)
         self._logdet_per_element = math.log(2 * self.k)
-        if impl == "conv":
-            # fixed filters: a buffer, not saved (it is fully determined by `channels`)
-            self.register_buffer("kernel", haar_kernel(channels), persistent=False)
 
     def extra_repr(self) -> str:
-        return f"{self.channels}, normalization={self.normalization!r}, impl={self.impl!r}"
+        return f"{self.channels}, normalization={self.normalization!r}"
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Transform `(B, C, H, W)` to the four bands `(B, 4C, H/2, W/2)`, band-major."""
         check_even_spatial(self, x)
         check_channels(self, x, self.channels)
         b, c, h, w = x.shape
-        if self.impl == "conv":
-            bands = F.conv2d(x, self.kernel.to(x.dtype), stride=2, groups=c)  # (B, 4C, H/2, W/2)
-            bands = bands.reshape(b, c, 4, h // 2, w // 2).transpose(1, 2)  # (B, 4, C, H/2, W/2)
-            y = bands.reshape(b, 4 * c, h // 2, w // 2) * self.k  # (B, 4C, H/2, W/2)
-        elif _channels_last(x):  # same sums on the (B, H, W, C) memory order, no layout copy
-            blocks = x.permute(0, 2, 3, 1).reshape(b, h // 2, 2, w // 2, 2, c)  # rows, cols
-            a, bb = blocks[:, :, 0, :, 0], blocks[:, :, 0, :, 1]  # (B, H/2, W/2, C)
-            cc, d = blocks[:, :, 1, :, 0], blocks[:, :, 1, :, 1]
-            bands = torch.stack(_analysis(a, bb, cc, d), dim=3)  # (B, H/2, W/2, 4, C)
-            y = bands.reshape(b, h // 2, w // 2, 4 * c).permute(0, 3, 1, 2)  # (B, 4C, H/2, W/2)
-            y = y * self.k  # channels-last, band-major
-        else:
-            blocks = x.reshape(b, c, h // 2, 2, w // 2, 2)  # (B, C, H/2, 2, W/2, 2): rows, cols
-            a, bb = blocks[:, :, :, 0, :, 0], blocks[:, :, :, 0, :, 1]  # top-left, top-right
-            cc, d = blocks[:, :, :, 1, :, 0], blocks[:, :, :, 1, :, 1]  # bottom-left, -right
-            bands = torch.stack(_analysis(a, bb, cc, d), dim=1)  # (B, 4, C, H/2, W/2)
-            y = bands.reshape(b, 4 * c, h // 2, w // 2) * self.k  # (B, 4C, H/2, W/2)
+        blocks = x.reshape(b, c, h // 2, 2, w // 2, 2)  # (B, C, H/2, 2, W/2, 2): rows, cols
+        a, bb = blocks[:, :, :, 0, :, 0], blocks[:, :, :, 0, :, 1]  # top-left, top-right
+        cc, d = blocks[:, :, :, 1, :, 0], blocks[:, :, :, 1, :, 1]  # bottom-left, -right
+        bands = torch.stack(_analysis(a, bb, cc, d), dim=1)  # (B, 4, C, H/2, W/2)
+        y = bands.reshape(b, 4 * c, h // 2, w // 2) * self.k  # (B, 4C, H/2, W/2)
         logdet = x.new_full((b,), c * h * w * self._logdet_per_element)
         return y, logdet
 
@@ -216,24 +184,11 @@ class HaarDownsampling(Bijector):
         check_channels(self, y, 4 * self.channels)
         b, c4, h, w = y.shape
         c = c4 // 4
-        inv_k = 1.0 / (4 * self.k)  # (k M)^{-1} = M^T / (4k)
-        if self.impl == "conv":
-            bands = y.reshape(b, 4, c, h, w).transpose(1, 2)  # (B, C, 4, H/2, W/2)
-            bands = bands.reshape(b, 4 * c, h, w)  # (B, 4C, H/2, W/2): channel-major
-            x = F.conv_transpose2d(bands, self.kernel.to(y.dtype), stride=2, groups=c)
-            x = x * inv_k  # (B, C, H, W)
-        elif _channels_last(y):  # same sums on the (B, h, w, 4C) memory order
-            parts = y.permute(0, 2, 3, 1).reshape(b, h, w, 4, c).unbind(3)  # (B, h, w, C) each
-            a, bb, cc, d = _synthesis(*parts)
-            top = torch.stack((a, bb), dim=3)  # (B, h, w, 2, C): columns
-            bottom = torch.stack((cc, d), dim=3)
-            blocks = torch.stack((top, bottom), dim=2)  # (B, h, 2, w, 2, C): rows, columns
-            x = blocks.reshape(b, 2 * h, 2 * w, c).permute(0, 3, 1, 2) * inv_k  # (B, C, H, W)
-        else:
-            a, bb, cc, d = _synthesis(*y.reshape(b, 4, c, h, w).unbind(1))  # (B, C, h, w) each
-            top = torch.stack((a, bb), dim=-1)  # (B, C, h, w, 2): columns
-            bottom = torch.stack((cc, d), dim=-1)
-            blocks = torch.stack((top, bottom), dim=3)  # (B, C, h, 2, w, 2)
-            x = blocks.reshape(b, c, 2 * h, 2 * w) * inv_k  # (B, C, H, W)
+        bands = y.reshape(b, 4, c, h, w).unbind(1)  # LL, B1, B2, B3: (B, C, h, w) each
+        a, bb, cc, d = _synthesis(*bands)  # 4k times the block entries
+        top = torch.stack((a, bb), dim=-1)  # (B, C, h, w, 2): columns
+        bottom = torch.stack((cc, d), dim=-1)
+        blocks = torch.stack((top, bottom), dim=3)  # (B, C, h, 2, w, 2): rows, columns
+        x = blocks.reshape(b, c, 2 * h, 2 * w) / (4 * self.k)  # (k M)^{-1} = M^T / (4k)
         logdet = y.new_full((b,), -c * 4 * h * w * self._logdet_per_element)
         return x, logdet

@@ -16,10 +16,7 @@ there. (Check such a layer with `flowlearn.checks.jitter_parameters` first.)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowlearn.core import SubnetFactory, check_channels, check_rank
@@ -30,7 +27,6 @@ __all__ = [
     "DenseBlock",
     "conv_net",
     "dense_block",
-    "dense_blocks_on_one_input",
     "mlp",
 ]
 
@@ -189,9 +185,8 @@ class DenseBlock(nn.Module):
     scaled by 0, with zero bias. conv5 is therefore zero and the block outputs zeros. The
     attribute names `conv1` … `conv5` give the state-dict keys of the original checkpoints.
 
-    Computation: five convolution calls arranged for speed (conv4 with most of conv5), equal
-    to the formula above up to float round-off; see `dense_blocks_on_one_input`, which also
-    runs several blocks that read one input together.
+    `forward` is this formula, line by line. `flowlearn.irn.fast` holds a faster arrangement of
+    the same arithmetic for IRN training (fewer, larger convolution calls), tested equal to it.
 
     References:
         M. Xiao, S. Zheng, C. Liu, Y. Wang, D. He, G. Ke, J. Bian, Z. Lin, T.-Y. Liu, 2020.
@@ -245,127 +240,14 @@ class DenseBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Map `(B, c_in, H, W)` to `(B, c_out, H, W)`; `x` itself is never modified."""
-        return dense_blocks_on_one_input([self], x)[0]
-
-
-def dense_blocks_on_one_input(blocks: Sequence[DenseBlock], x: Tensor) -> list[Tensor]:
-    r"""Apply several `DenseBlock`s to the same input `x`: `[block(x) for block in blocks]`.
-
-    This is how every `DenseBlock` computes (a single block is a list of one); the result
-    equals the formula in `DenseBlock` up to float round-off (the order of sums):
-
-    * conv5 is split by its input channels, $\mathrm{conv}_5([x, x_1, \dots, x_4]) =
-      \mathrm{conv}_5|_{x..x_3}([x, x_1, x_2, x_3]) + \mathrm{conv}_5|_{x_4}(x_4)$, and its
-      first part runs in the same convolution as conv4, which reads the same input (weights
-      stacked along the output channels). The widest concatenation, $[x, x_1, \dots, x_4]$,
-      is never built or kept for the backward pass.
-    * The first convolutions of all blocks read the same $x$ and run as one convolution,
-      their weights stacked along the output channels.
-    * Blocks of one shape (IRN's $\rho$ and $\eta$, which both read $y_1$) run each later
-      convolution together as a grouped convolution, group $i$ being block $i$, when the maps
-      are small (batch × height × width up to `GROUPED_PIXELS`).
-
-    On CPU each convolution call and its backward pass has a fixed cost (oneDNN primitive
-    set-up) that matters at IRN's sizes, so fewer, larger calls pay: grouped, two blocks make
-    five calls instead of ten (`benchmarks/conv_calls.py` and `benchmarks/irn_speed.py`
-    measure it). A channel slice of a
-    channels-last input (a coupling's $x_2$) is copied once to a dense tensor first, so that
-    the concatenations read it contiguously.
-
-    Args:
-        blocks: dense blocks with the same `c_in` (any `c_out` and `growth`).
-        x: their common input `(B, c_in, H, W)`.
-
-    Returns:
-        The output of each block, in order.
-
-    Examples:
-        >>> import torch
-        >>> from flowlearn.layers.nets import DenseBlock, dense_blocks_on_one_input
-        >>> _ = torch.manual_seed(0)
-        >>> a, b, c = DenseBlock(3, 9), DenseBlock(3, 9), DenseBlock(3, 5)
-        >>> for block in (a, b, c):  # conv5 starts at zero: give it some weights
-        ...     _ = torch.nn.init.normal_(block.conv5.weight, std=0.01)
-        >>> x = torch.randn(2, 3, 8, 8)
-        >>> ya, yb, yc = dense_blocks_on_one_input([a, b, c], x)
-        >>> [torch.allclose(y, block(x), atol=1e-6) for y, block in zip((ya, yb, yc), (a, b, c))]
-        [True, True, True]
-    """
-    if not blocks:
-        raise ValueError("dense_blocks_on_one_input: expected at least one DenseBlock")
-    first = blocks[0]
-    for block in blocks:
-        check_rank(block, x, (4,))
-        check_channels(block, x, block.c_in)
-    if x.stride(1) == 1 and not x.is_contiguous(memory_format=torch.channels_last):
-        x = x.contiguous(memory_format=torch.channels_last)
-    if len(blocks) == 1:
-        return _after_conv1(blocks, x, [first.lrelu(first.conv1(x))])
-    if len({block.lrelu.negative_slope for block in blocks}) > 1:  # conv1 + lrelu differ
-        return [dense_blocks_on_one_input([block], x)[0] for block in blocks]
-    weight = torch.cat([block.conv1.weight for block in blocks])
-    bias = torch.cat([block.conv1.bias for block in blocks])  # type: ignore[misc]
-    stacked = first.lrelu(F.conv2d(x, weight, bias, padding=1))  # fresh: in place is safe
-    x1s = stacked.split([block.growth for block in blocks], 1)
-    batch, _, height, width = x.shape
-    if len({_shape(block) for block in blocks}) == 1 and batch * height * width <= GROUPED_PIXELS:
-        return _after_conv1(blocks, x, x1s)
-    return [_after_conv1([block], x, [x1])[0] for block, x1 in zip(blocks, x1s)]
-
-
-GROUPED_PIXELS = 2048
-"""Largest batch × height × width at which `dense_blocks_on_one_input` groups convolutions.
-
-Measured with oneDNN on a 2-core x86-64 CPU (forward and backward, channels-last): at
-4 × 16 × 16 the grouped convolutions of two IRN sub-networks take 10–30 % less time than two
-separate calls each (the fixed cost of a call dominates); at 4 × 32 × 32 the convolutions alone
-are 10–20 % faster grouped, but a whole training step is even (the grouped concatenations cost
-more); on large maps (inference on whole images) grouped ones are slower.
-"""
-
-
-def _shape(block: DenseBlock) -> tuple[int, int, int, float]:
-    return block.c_in, block.c_out, block.growth, block.lrelu.negative_slope
-
-
-def _after_conv1(blocks: Sequence[DenseBlock], x: Tensor, x1s: Sequence[Tensor]) -> list[Tensor]:
-    """Blocks of one shape from conv2 on, given their input `x` and `x1 = lrelu(conv1(x))` each.
-
-    Each convolution runs once for all blocks, as a grouped convolution whose group i is block
-    i (its input features, weights and outputs); a single block is a group of one.
-    """
-    n, first = len(blocks), blocks[0]
-    g, c_out, slope = first.growth, first.c_out, first.lrelu.negative_slope
-    feats = [[x, x1] for x1 in x1s]  # the features each block has so far
-
-    def cat(tensors: list[Tensor]) -> Tensor:
-        return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
-
-    def conv(inputs: int, weights: list[Tensor], biases: list[Tensor]) -> Tensor:
-        stacked = torch.cat([t for f in feats for t in f[:inputs]], 1)  # group i: block i's
-        return F.conv2d(stacked, cat(weights), cat(biases), padding=1, groups=n)
-
-    # the in-place LeakyReLU acts on fresh convolution outputs only, never on x
-    for k in (2, 3):  # x2 = lrelu(conv2([x, x1])), x3 = lrelu(conv3([x, x1, x2]))
-        convs = [getattr(block, f"conv{k}") for block in blocks]
-        out = F.leaky_relu_(conv(k, [c.weight for c in convs], [c.bias for c in convs]), slope)
-        for f, xk in zip(feats, out.split(g, 1)):
-            f.append(xk)
-    # conv4 and the [x, x1, x2, x3] part of conv5 in one convolution of the same input
-    # (one split, not two slices: its backward is one concatenation of the two gradients)
-    w5 = [b.conv5.weight.split((first.c_in + 3 * g, g), 1) for b in blocks]
-    both = conv(
-        4,
-        [w for b, (w5_x, _) in zip(blocks, w5) for w in (b.conv4.weight, w5_x)],
-        [v for b in blocks for v in (b.conv4.bias, b.conv5.bias)],  # type: ignore[misc]
-    ).split((g, c_out) * n, 1)  # (B, g, H, W), (B, c_out, H, W) for each block
-    pre4 = list(both[0::2])
-    if n == 1:  # not in place: a view of the convolution's output
-        x4 = F.leaky_relu(pre4[0], slope)
-    else:
-        x4 = F.leaky_relu_(torch.cat(pre4, 1), slope)  # (B, n g, H, W), a fresh tensor
-    last = F.conv2d(x4, cat([w5_x4 for _, w5_x4 in w5]), padding=1, groups=n)  # x4 part of conv5
-    return [out + rest for out, rest in zip(both[1::2], last.split(c_out, 1))]
+        check_rank(self, x, (4,))
+        check_channels(self, x, self.c_in)
+        # the in-place LeakyReLU acts on fresh convolution outputs only, never on x
+        x1 = self.lrelu(self.conv1(x))  # (B, g, H, W)
+        x2 = self.lrelu(self.conv2(torch.cat((x, x1), 1)))
+        x3 = self.lrelu(self.conv3(torch.cat((x, x1, x2), 1)))
+        x4 = self.lrelu(self.conv4(torch.cat((x, x1, x2, x3), 1)))
+        return self.conv5(torch.cat((x, x1, x2, x3, x4), 1))  # (B, c_out, H, W), no activation
 
 
 def mlp(hidden: int = 64, depth: int = 2) -> SubnetFactory:

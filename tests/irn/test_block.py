@@ -131,21 +131,3 @@ def test_irn_coupling_checker_dense_block_subnets() -> None:
     x = torch.randn(2, 12, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     report = assert_bijector(block, x)
     assert min(abs(v) for v in report.logdet) > 1e-3
-
-
-def test_irn_coupling_dense_blocks_run_together_or_apart_alike() -> None:
-    """rho and eta run as one grouped computation unless a hook needs their own calls."""
-    torch.manual_seed(0)
-    block = IRNCoupling(12, dense_block(growth=4)).double()
-    jitter_parameters(block, scale=0.1)
-    x = torch.randn(2, 12, 4, 4, dtype=torch.float64)
-    y_together, logdet_together = block(x)
-    x_together = block.inverse(y_together)[0]
-    calls: list[str] = []
-    block.G.register_forward_hook(lambda m, i, out: calls.append("G"))
-    block.H.register_forward_pre_hook(lambda m, i: calls.append("H"))
-    y_apart, logdet_apart = block(x)
-    assert calls == ["G", "H"]  # hooks fire: the sub-networks were called
-    torch.testing.assert_close(y_apart, y_together, atol=1e-12, rtol=0)
-    torch.testing.assert_close(logdet_apart, logdet_together, atol=1e-12, rtol=0)
-    torch.testing.assert_close(block.inverse(y_apart)[0], x_together, atol=1e-12, rtol=0)

@@ -15,7 +15,7 @@ from flowlearn import IRN
 from flowlearn.cli import main
 from flowlearn.images.io import write_image
 from flowlearn.irn import irn_losses
-from flowlearn.irn.checkpoint import load, to_official
+from flowlearn.irn.checkpoint import load, save, to_official
 from flowlearn.irn.config import Config, load_config
 from flowlearn.irn.gan import (
     VGG19_CONV5_4,
@@ -309,7 +309,7 @@ def test_train_irn_plus_resume_is_exact(images: Path, tmp_path: Path) -> None:
 def test_train_irn_plus_keeps_the_generator_during_warm_up(images: Path, tmp_path: Path) -> None:
     torch.manual_seed(3)
     start = IRN(2, blocks=[2], growth=8)
-    start.save(tmp_path / "start.pt")
+    save(start, tmp_path / "start.pt")
     cfg = tiny_plus(images, tmp_path / "run", **{"model.init": str(tmp_path / "start.pt")})
     warm = train(cfg, progress=False, max_steps=2)
     assert all(torch.equal(v, start.state_dict()[k]) for k, v in warm.model.state_dict().items())

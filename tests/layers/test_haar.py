@@ -11,36 +11,32 @@ from flowlearn.checks import assert_bijector
 from flowlearn.layers.haar import HaarDownsampling, haar_kernel
 
 NORMS = ("orthonormal", "mean")
-IMPLS = ("reshape", "conv")
 BLOCK = torch.tensor([[[[1.0, 2.0], [3.0, 5.0]]]])  # a=1, b=2, c=3, d=5
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_haar_golden_block_mean(impl: str) -> None:
-    y, logdet = HaarDownsampling(1, normalization="mean", impl=impl)(BLOCK)
+def test_haar_golden_block_mean() -> None:
+    y, logdet = HaarDownsampling(1, normalization="mean")(BLOCK)
     # (a+b+c+d)/4, (a-b+c-d)/4, (a+b-c-d)/4, (a-b-c+d)/4
     assert y.flatten().tolist() == [2.75, -0.75, -1.25, 0.25]
     assert logdet.tolist() == pytest.approx([-4 * math.log(2)])
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_haar_golden_block_orthonormal(impl: str) -> None:
-    y, logdet = HaarDownsampling(1, normalization="orthonormal", impl=impl)(BLOCK)
+def test_haar_golden_block_orthonormal() -> None:
+    y, logdet = HaarDownsampling(1, normalization="orthonormal")(BLOCK)
     assert y.flatten().tolist() == [5.5, -1.5, -2.5, 0.5]
     assert logdet.tolist() == [0.0]
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_haar_channel_order_band_major(impl: str) -> None:
+def test_haar_channel_order_band_major() -> None:
     # channel c holds the constant block c * [[1, 0], [0, 0]]: every band equals c * k
     x = torch.zeros(1, 3, 2, 2)
     x[0, :, 0, 0] = torch.tensor([1.0, 2.0, 3.0])
-    y, _ = HaarDownsampling(3, normalization="mean", impl=impl)(x)
+    y, _ = HaarDownsampling(3, normalization="mean")(x)
     expected = torch.tensor([1.0, 2.0, 3.0]).repeat(4) / 4  # [LL(c0..c2), B1(c0..c2), ...]
     assert torch.equal(y.flatten(), expected)
     # the first C channels are the 2x2 box means of the image
     x = torch.rand(2, 3, 6, 4)
-    y, _ = HaarDownsampling(3, normalization="mean", impl=impl)(x)
+    y, _ = HaarDownsampling(3, normalization="mean")(x)
     box = torch.nn.functional.avg_pool2d(x, 2)
     torch.testing.assert_close(y[:, :3], box)
 
@@ -63,19 +59,21 @@ def test_haar_matches_pywavelets(norm: str, shape: tuple[int, ...]) -> None:
 @pytest.mark.parametrize("shape", [(2, 1, 2, 2), (2, 3, 4, 2), (3, 2, 4, 4)])
 def test_haar_checker(norm: str, dtype: torch.dtype, shape: tuple[int, ...]) -> None:
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(2), dtype=dtype)
-    for impl in IMPLS:
-        assert_bijector(HaarDownsampling(shape[1], normalization=norm, impl=impl), x)
+    assert_bijector(HaarDownsampling(shape[1], normalization=norm), x)
 
 
 @pytest.mark.parametrize("norm", NORMS)
-def test_haar_impls_agree(norm: str) -> None:
+def test_haar_is_the_convolution_with_haar_kernel(norm: str) -> None:
+    """The original code's form: a stride-2 grouped convolution with the ±1 filters, times k."""
     x = torch.randn(2, 5, 8, 6, dtype=torch.float64)
-    y_r, ld_r = HaarDownsampling(5, normalization=norm)(x)
-    y_c, ld_c = HaarDownsampling(5, normalization=norm, impl="conv")(x)
-    torch.testing.assert_close(y_r, y_c, atol=1e-14, rtol=0)
-    assert torch.equal(ld_r, ld_c)
-    x_c, _ = HaarDownsampling(5, normalization=norm, impl="conv").inverse(y_r)
-    torch.testing.assert_close(x_c, x, atol=1e-14, rtol=0)
+    layer = HaarDownsampling(5, normalization=norm)
+    y, _ = layer(x)
+    kernel = haar_kernel(5, dtype=torch.float64)  # (4C, 1, 2, 2): entry 4c + band
+    bands = torch.nn.functional.conv2d(x, kernel, stride=2, groups=5) * layer.k
+    band_major = bands.reshape(2, 5, 4, 4, 3).transpose(1, 2).reshape(2, 20, 4, 3)
+    torch.testing.assert_close(y, band_major, atol=1e-14, rtol=0)
+    x_back = torch.nn.functional.conv_transpose2d(bands, kernel, stride=2, groups=5)
+    torch.testing.assert_close(layer.inverse(y)[0], x_back / (4 * layer.k), atol=1e-14, rtol=0)
 
 
 def test_haar_mean_logdet_formula() -> None:
@@ -85,11 +83,9 @@ def test_haar_mean_logdet_formula() -> None:
     torch.testing.assert_close(logdet, torch.full((3,), -2 * 6 * 4 * math.log(2)))
 
 
-def test_haar_conv_kernel_not_in_state_dict() -> None:
-    layer = HaarDownsampling(3, impl="conv")
-    assert list(layer.state_dict()) == []
-    assert layer.kernel.shape == (12, 1, 2, 2)
-    assert torch.equal(layer.kernel, haar_kernel(3))
+def test_haar_has_no_state() -> None:
+    layer = HaarDownsampling(3)
+    assert list(layer.state_dict()) == [] and list(layer.buffers()) == []
 
 
 def test_haar_kernel_pattern() -> None:
@@ -121,8 +117,8 @@ def test_haar_wrong_rank_raises() -> None:
 def test_haar_bad_arguments_raise() -> None:
     with pytest.raises(ValueError, match="normalization"):
         HaarDownsampling(3, normalization="sum")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="impl"):
-        HaarDownsampling(3, impl="fft")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="channels must be positive"):
+        HaarDownsampling(0)
 
 
 def test_haar_input_not_modified() -> None:
