@@ -30,7 +30,7 @@ def shared_path(*parts: str) -> Path:
 
 @functools.cache
 def _torch_file(path: Path) -> dict[str, Any]:
-    return torch.load(path, weights_only=True)  # type: ignore[no-any-return]
+    return torch.load(path, weights_only=True)
 
 
 def irn_reference(scale: int) -> dict[str, Any]:
