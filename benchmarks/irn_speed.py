@@ -1,53 +1,65 @@
-"""Training-step time, inference time and peak memory of IRN, plain computation vs speed options.
+"""Training-step time, inference time and peak memory of IRN: the original code vs flowlearn.
 
 Usage:
-    python benchmarks/irn_speed.py [--scales 2 4] [--batch 4] [--patch 64] [--threads 2]
-        [--modes plain default memory_saving ...] [--repeats 10] [--device cpu|cuda]
-        [--measure time memory] [--infer-size 512] [--out results.json]
-    python benchmarks/irn_speed.py --profile default [plain ...] [--scales 2] [--batch 4]
-    python benchmarks/irn_speed.py --drift [--threads 1]
+    python benchmarks/irn_speed.py --original PATH/TO/Invertible-Image-Rescaling
+        [--scales 2 4] [--batch 4] [--patch 64] [--threads 2] [--modes original paper default ...]
+        [--repeats 10] [--processes 1] [--device cpu|cuda] [--measure time memory]
+        [--infer-size 512] [--note TEXT] [--out results.json]
+    python benchmarks/irn_speed.py [--original PATH] --profile default [original paper ...]
+    python benchmarks/irn_speed.py --drift
 
-Prints JSON `{"x2": {"plain": {"train_step_s": …, "infer_s": …, "peak_mb": …}, "default": {…},
-…}, "x4": {…}, "ratios": {…}, "meta": {…}}`; `ratios` divides every mode by `plain`
-(`train_step_paired`: the median over rounds of the ratio within one round; `train_step_min`:
-the ratio of the fastest steps, least disturbed by other jobs). One training step is the
-original IRN step: forward HR → [LR, z], the three losses, the inverse pass from [quantised LR,
-sampled z], backward, global gradient clipping at 10 and Adam (lr 2e-4, weight decay 1e-5).
-Inference is `downscale` then `upscale` of one `--infer-size`² image without gradients.
+Prints JSON `{"x2": {"original": {"train_step_s": …, "infer_s": …, "peak_mb": …}, "paper":
+{…}, …}, "x4": {…}, "ratios": {…}, "checks": {…}, "meta": {…}}`; `ratios` divides every mode
+by `original` (`train_step_paired`: the median over rounds of the ratio within one round;
+`train_step_min`: the ratio of the fastest steps, least disturbed by other jobs). Without
+`--original` the modes are divided by `paper` instead (`meta.baseline` says which). One
+training step is the original IRN step: forward HR → [LR, z], the three losses with the
+recipe's weights, the inverse pass from [quantised LR, sampled z], backward, global gradient
+clipping at 10 and Adam (lr 2e-4, weight decay 1e-5). Inference is `downscale` then `upscale`
+of one `--infer-size`² image without gradients.
 
 Modes (every one computes the same map from the same weights):
 
-* `plain`: the plainest computation, written out here and independent of the speed work in
-  flowlearn: Haar as a grouped stride-2 convolution, dense blocks that concatenate before every
-  convolution, contiguous (NCHW) float32, ordinary backprop, PyTorch's default Adam and
-  gradient clipping (loops over the parameter tensors on a CPU).
-  Every other mode steps with what `flowlearn irn train` uses: `irn_optimizer` (fused Adam) and
-  `clip_gradients` (multi-tensor kernels).
-* `nchw`: flowlearn's `IRN(channels_last=False)` in one shard: `one_shard` without channels-last.
-* `default`: `IRN(scale)` as shipped, trained as `flowlearn irn train` does: `irn_backward`,
-  which on a CPU cuts the batch into one shard per thread, run in parallel threads.
+* `original`: the authors' code itself, imported from the checkout given with `--original`
+  (its `codes/` folder goes on `sys.path`; nothing of it is copied here): `IRNModel` built
+  from the repository's own `options/train/train_IRN_x{scale}.yml` on this device, the
+  weights loaded with `flowlearn.irn.checkpoint.to_official`, and each step one call of
+  `IRNModel.optimize_parameters` (its losses, `clip_grad_norm_` and `torch.optim.Adam`).
+* `paper`: flowlearn's `IRN(scale)`, the paper form, trained the plain way: `irn_losses`,
+  `.backward()`, `torch.nn.utils.clip_grad_norm_` and `torch.optim.Adam` with their defaults.
+* `default`: what `flowlearn irn train` runs: `flowlearn.irn.fast.accelerate(IRN(scale))`
+  (channels-last float32), `irn_backward` (on a CPU the batch cut into one shard per thread,
+  run in parallel threads), `irn_optimizer` (fused Adam) and `clip_gradients` (multi-tensor).
 * `one_shard`: `default` with the whole batch in one shard (`irn_backward(..., shards=1)`).
-* `memory_saving`: `IRN(scale, memory_saving=True)`, backpropagation by inversion.
-* `bf16`: `IRN(scale, bf16=True)`, dense blocks under bfloat16 autocast.
+* `nchw`: `one_shard` without channels-last (`accelerate(net, channels_last=False)`).
+* `memory_saving`: `default` with `IRN(scale, memory_saving=True)`, backprop by inversion.
+* `bf16`: `default` with `accelerate(net, bf16=True)`, dense blocks under bfloat16 autocast
+  (what the shipped models were trained with on a CPU with AMX; not the training default).
 * `compile`: `default` plus `flowlearn.irn.speed.compile_subnets` (`torch.compile`).
 * `cudnn_benchmark` (CUDA): `default` with `torch.backends.cudnn.benchmark` on.
+
+Checks before timing (they stop the run when they fail; their numbers go to `checks`): in
+float64, on a small batch, one training step's three losses and its clipped gradients in every
+mode that runs in float64 against the original's (relative error of the losses, largest
+gradient difference over the largest gradient); in float32, on the timed models, the forward
+output `[LR, z]` and the clipped gradients against the original's.
 
 Timing: all modes of one scale live in one process and their steps are interleaved (round
 robin, rotating the order), so a load change on a shared machine hits every mode alike; medians
 of `--repeats` steps after `--warmup`. Ratios also move between processes (by a few hundredths
 on a shared 2-core machine: memory placement, neighbours); `--processes N` runs the timing in N
 fresh processes one after the other and pools their steps (paired ratios are paired within a
-process). Peak memory: each (scale, mode) runs its training steps in
-a fresh process: peak resident set size (`ru_maxrss`, which includes the ~300 MiB of the PyTorch
-runtime; `baseline_mb` is the value before the first step) on CPU, `max_memory_allocated` on
-CUDA.
+process). Peak memory: each (scale, mode) runs its training steps in a fresh process: peak
+resident set size (`ru_maxrss`, which includes the ~300 MiB of the PyTorch runtime;
+`baseline_mb` is the value before the first step) on CPU, `max_memory_allocated` on CUDA.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
-import math
+import logging
 import os
 import platform
 import resource
@@ -58,144 +70,165 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from functools import partial
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import Tensor, nn
 
 from flowlearn.core.memory import inversion_drift
-from flowlearn.irn import IRN, IRNCoupling, irn_backward, irn_losses, quantize
+from flowlearn.irn import IRN, irn_losses
+from flowlearn.irn.checkpoint import to_official
+from flowlearn.irn.fast import accelerate, irn_backward
 from flowlearn.irn.speed import compile_subnets, configure_backends
 from flowlearn.irn.train import clip_gradients, irn_optimizer
-from flowlearn.layers.haar import HaarDownsampling, haar_kernel
 
-CPU_MODES = ["plain", "nchw", "default", "one_shard", "memory_saving", "bf16"]
+BASELINE = "original"
+CPU_MODES = ["original", "paper", "default", "one_shard", "nchw", "memory_saving", "bf16"]
 CUDA_MODES = [*CPU_MODES, "cudnn_benchmark"]
+FAST_MODES: dict[str, tuple[dict[str, bool], bool, int | None]] = {
+    # mode: (options of accelerate, memory_saving, shards of irn_backward)
+    "default": ({}, False, None),
+    "one_shard": ({}, False, 1),
+    "nchw": ({"channels_last": False}, False, 1),
+    "memory_saving": ({}, True, None),
+    "bf16": ({"bf16": True}, False, None),
+    "compile": ({}, False, None),
+    "cudnn_benchmark": ({}, False, None),
+}
+LR, WEIGHT_DECAY, GRAD_CLIP = 2e-4, 1e-5, 10.0  # the recipe (train_IRN_x*.yml)
+LOSS_NAMES = {"l_forw_fit": "fit", "l_forw_ce": "distr", "l_back_rec": "rec"}  # original: ours
 
 
-# ---------------------------------------------------------------------------------- plain IRN
+# ---------------------------------------------------------------------------------- original code
 
 
-def _plain_dense(block: nn.Module, x: Tensor) -> Tensor:
-    """IRN's dense block as written in the paper: concatenate, convolve, LeakyReLU(0.2)."""
+class _NoneDict(dict[str, Any]):
+    """Options whose missing keys read `None`, as the original training script reads them.
 
-    def conv(k: int, v: Tensor) -> Tensor:
-        layer = getattr(block, f"conv{k}")
-        return F.conv2d(v, layer.weight, layer.bias, padding=1)
+    Its `train.py` passes the parsed YAML through `options.dict_to_nonedict`, so that optional
+    keys a file leaves out (`add_noise_on_y`, `gaussian_scale`, …) mean "off".
+    """
 
-    x1 = F.leaky_relu(conv(1, x), 0.2, inplace=True)
-    x2 = F.leaky_relu(conv(2, torch.cat((x, x1), 1)), 0.2, inplace=True)
-    x3 = F.leaky_relu(conv(3, torch.cat((x, x1, x2), 1)), 0.2, inplace=True)
-    x4 = F.leaky_relu(conv(4, torch.cat((x, x1, x2, x3), 1)), 0.2, inplace=True)
-    return conv(5, torch.cat((x, x1, x2, x3, x4), 1))
+    def __missing__(self, key: str) -> None:
+        return None
 
 
-def _plain_coupling(op: IRNCoupling, x: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
-    a, b = x.narrow(1, 0, op.split), x.narrow(1, op.split, op.channels - op.split)
-    if not reverse:
-        y1 = a + _plain_dense(op.F, b)
-        s = op.clamp * (torch.sigmoid(_plain_dense(op.H, y1)) * 2 - 1)
-        y2 = b.mul(torch.exp(s)) + _plain_dense(op.G, y1)
-        return torch.cat((y1, y2), 1), s.flatten(1).sum(1)
-    s = op.clamp * (torch.sigmoid(_plain_dense(op.H, a)) * 2 - 1)
-    x2 = (b - _plain_dense(op.G, a)).div(torch.exp(s))
-    x1 = a - _plain_dense(op.F, x2)
-    return torch.cat((x1, x2), 1), -s.flatten(1).sum(1)
+def _none_dict(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return _NoneDict({k: _none_dict(v) for k, v in obj.items()})
+    if isinstance(obj, list):
+        return [_none_dict(v) for v in obj]
+    return obj
 
 
-def _plain_haar(x: Tensor, kernel: Tensor, reverse: bool) -> Tensor:
-    """IRN's Haar transform as a grouped convolution with the ±1 filters (1/4 normalisation)."""
-    if not reverse:
-        b, c, h, w = x.shape
-        out = F.conv2d(x, kernel, stride=2, groups=c) / 4  # (B, 4C, H/2, W/2) channel-major
-        out = out.reshape(b, c, 4, h // 2, w // 2).transpose(1, 2)  # (B, 4, C, H/2, W/2)
-        return out.reshape(b, 4 * c, h // 2, w // 2)  # band-major
-    b, c4, h, w = x.shape
-    out = x.reshape(b, 4, c4 // 4, h, w).transpose(1, 2).reshape(b, c4, h, w)  # channel-major
-    return F.conv_transpose2d(out, kernel, stride=2, groups=c4 // 4)  # (B, C, 2h, 2w)
+def original_codes(path: str) -> Path:
+    """The `codes/` folder of the original repository checked out at `path` (or `path` itself)."""
+    root = Path(path).expanduser().resolve()
+    codes = root / "codes" if (root / "codes").is_dir() else root
+    if not (codes / "models" / "IRN_model.py").is_file():
+        raise SystemExit(
+            f"irn_speed: --original {path}: expected a checkout of the original IRN repository "
+            "(github.com/pkuxmq/Invertible-Image-Rescaling) with codes/models/IRN_model.py"
+        )
+    return codes
 
 
-class PlainIRN(nn.Module):
-    """The IRN map of `net`, computed the plain way (see `plain` in the module docstring)."""
-
-    def __init__(self, net: IRN) -> None:
-        super().__init__()
-        self.net, self.scale, self.channels = net, net.scale, net.channels
-        self.kernels = [
-            haar_kernel(op.channels) if isinstance(op, HaarDownsampling) else None
-            for op in net.operations
-        ]
-
-    def _run(self, x: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
-        logdet = x.new_zeros(x.shape[0])
-        steps = list(zip(self.net.operations, self.kernels))
-        for op, kernel in reversed(steps) if reverse else steps:
-            if kernel is not None:  # log-det -CHW ln 2 forward, +CHW ln 2 inverse
-                logdet = logdet + (1 if reverse else -1) * x[0].numel() * math.log(2)
-                x = _plain_haar(x, kernel.to(x), reverse)
-            else:
-                x, ld = _plain_coupling(op, x, reverse)  # type: ignore[arg-type]
-                logdet = logdet + ld
-        return x, logdet
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self._run(x, reverse=False)
-
-    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        return self._run(y, reverse=True)
-
-    def split(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        return y[:, : self.channels], y[:, self.channels :]
-
-    def join(self, lr: Tensor, z: Tensor) -> Tensor:
-        return torch.cat((lr, z), 1)
-
-    def downscale(self, hr: Tensor) -> Tensor:
-        return quantize(self.split(self(hr)[0])[0])
-
-    def upscale(self, lr: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-        b, c, h, w = lr.shape
-        shape = (b, c * (self.scale**2 - 1), h, w)
-        z = torch.randn(shape, generator=generator, device=lr.device, dtype=lr.dtype)
-        return self.inverse(self.join(lr, z))[0]
+def import_original(codes: Path) -> ModuleType:
+    """The original `models.IRN_model`, imported from `codes` (put first on `sys.path`)."""
+    if str(codes) not in sys.path:
+        sys.path.insert(0, str(codes))
+    loaded = sys.modules.get("models")
+    if loaded is not None and not str(getattr(loaded, "__file__", "")).startswith(str(codes)):
+        raise SystemExit(f"irn_speed: a module `models` from {loaded.__file__} is already loaded")
+    # models/networks.py imports the GAN discriminator's module, which imports torchvision for
+    # VGG features that IRN never builds: an empty stand-in where torchvision cannot be imported
+    try:
+        importlib.import_module("torchvision")
+    except Exception:
+        for name in [n for n in sys.modules if n.split(".")[0] == "torchvision"]:
+            del sys.modules[name]
+        sys.modules["torchvision"] = ModuleType("torchvision")
+    logging.getLogger("base").setLevel(logging.ERROR)  # its "will not optimize" Haar notices
+    return importlib.import_module("models.IRN_model")
 
 
-# ---------------------------------------------------------------------------------- modes
+def original_options(codes: Path, scale: int, device: str) -> Any:
+    """The repository's own training options for `scale`, on `device`, without a checkpoint."""
+    with open(codes / "options" / "train" / f"train_IRN_x{scale}.yml") as f:
+        opt = yaml.safe_load(f)
+    opt.update(is_train=True, dist=False, gpu_ids=[0] if device == "cuda" else None)
+    opt["network_G"]["scale"] = opt["scale"]  # as its options.parse sets it
+    opt["path"]["pretrain_model_G"] = None
+    train = opt["train"]
+    recipe = (train["lr_G"], train["weight_decay_G"], train["gradient_clipping"])
+    if recipe != (LR, WEIGHT_DECAY, GRAD_CLIP) or train["lambda_fit_forw"] != scale**2:
+        raise SystemExit(f"irn_speed: unexpected recipe in train_IRN_x{scale}.yml: {train}")
+    return _none_dict(opt)
 
 
-def base_irn(scale: int, device: str) -> IRN:
+class OriginalTrainer:
+    """The original `IRNModel` with flowlearn's seed-0 weights; a step is `optimize_parameters`."""
+
+    def __init__(self, codes: Path, scale: int, device: str, dtype: torch.dtype) -> None:
+        self.codes, self.scale, self.device, self.dtype = codes, scale, device, dtype
+        self.module = import_original(codes)
+        self.irn = self._build(to_official(base_irn(scale, device, dtype)))
+        self.model = self.irn.netG.module  # InvRescaleNet
+        self.context: Callable[[], Any] = nullcontext
+
+    def _build(self, weights: dict[str, Tensor]) -> Any:
+        irn = self.module.IRNModel(original_options(self.codes, self.scale, self.device))
+        irn.netG.module.to(self.dtype).load_state_dict(weights)
+        return irn
+
+    def step(self, hr: Tensor, lr_ref: Tensor) -> None:
+        self.irn.feed_data({"LQ": lr_ref, "GT": hr})
+        self.irn.optimize_parameters(0)
+
+    def output(self, hr: Tensor) -> Tensor:
+        return self.irn.netG(x=hr)
+
+    def gradients(
+        self, hr: Tensor, lr_ref: Tensor, z: Tensor
+    ) -> tuple[dict[str, float], dict[str, Tensor]]:
+        """Losses and clipped gradients of one `optimize_parameters` with the latent `z`.
+
+        Run on a copy of the model (same weights, fresh optimiser), which the step changes.
+        """
+        irn = self._build(self.model.state_dict())
+        irn.gaussian_batch = lambda dims: z.clone()  # the step's one random draw
+        irn.feed_data({"LQ": lr_ref, "GT": hr})
+        irn.optimize_parameters(0)
+        grads = {
+            name: p.grad for name, p in irn.netG.module.named_parameters() if p.grad is not None
+        }
+        return {LOSS_NAMES[k]: float(v) for k, v in irn.log_dict.items()}, grads
+
+    @torch.no_grad()
+    def infer(self, image: Tensor) -> Tensor:
+        torch.manual_seed(4)  # the original draws z from the global generator
+        return self.irn.upscale(self.irn.downscale(image), self.scale)
+
+
+# ---------------------------------------------------------------------------------- flowlearn
+
+
+def base_irn(
+    scale: int, device: str, dtype: torch.dtype = torch.float32, *, memory_saving: bool = False
+) -> IRN:
     """Seed-0 IRN with small random last convolutions (at init they are zero: no coupling)."""
     torch.manual_seed(0)
-    net = IRN(scale, channels_last=False)
+    net = IRN(scale, memory_saving=memory_saving)
     g = torch.Generator().manual_seed(2020)
     with torch.no_grad():
         for name, p in net.named_parameters():
             if ".conv5." in name:
                 p.copy_(0.02 * torch.randn(p.shape, generator=g))
-    return net.to(device)
-
-
-def build_mode(mode: str, scale: int, device: str) -> tuple[nn.Module, Callable[[], Any]]:
-    """The model of `mode` and a context factory that step runs in."""
-    base = base_irn(scale, device)
-    if mode == "plain":
-        return PlainIRN(base), nullcontext
-    options: dict[str, Any] = {
-        "nchw": {"channels_last": False},
-        "one_shard": {},
-        "memory_saving": {"memory_saving": True},
-        "bf16": {"bf16": True},
-    }.get(mode, {})
-    if mode not in (*CUDA_MODES, "compile"):
-        raise SystemExit(f"irn_speed: unknown mode {mode!r}")
-    net = IRN(scale, **options).to(device)
-    net.load_state_dict(base.state_dict())
-    if mode == "compile":
-        compile_subnets(net, device=device)
-    if mode == "cudnn_benchmark":
-        return net, lambda: _cudnn_benchmark()
-    return net, nullcontext
+    return net.to(device=device, dtype=dtype)
 
 
 @contextmanager
@@ -207,44 +240,158 @@ def _cudnn_benchmark() -> Iterator[None]:
         configure_backends(**previous)
 
 
-def make_batch(scale: int, batch: int, patch: int, device: str) -> tuple[Tensor, Tensor]:
-    g = torch.Generator().manual_seed(1)
-    hr = torch.rand(batch, 3, patch, patch, generator=g).to(device)
-    return hr, F.avg_pool2d(hr, scale)  # a stand-in for the bicubic LR reference
-
-
 class Trainer:
-    """One model, its optimiser and its training step."""
+    """One flowlearn mode: its model, optimiser and training step."""
 
-    def __init__(self, mode: str, scale: int, device: str) -> None:
-        self.model, self.context = build_mode(mode, scale, device)
-        self.plain = mode == "plain"
-        self.shards = 1 if mode in ("one_shard", "nchw") else None
-        if self.plain:  # PyTorch's defaults: a loop over the parameter tensors
-            self.opt = torch.optim.Adam(self.model.parameters(), lr=2e-4, weight_decay=1e-5)
-        else:  # what `flowlearn irn train` uses: fused Adam, multi-tensor clipping
-            self.opt = irn_optimizer(self.model.parameters(), lr=2e-4, weight_decay=1e-5)
-        self.device = device
+    def __init__(self, mode: str, scale: int, device: str, dtype: torch.dtype) -> None:
+        if mode != "paper" and mode not in FAST_MODES:
+            raise SystemExit(f"irn_speed: unknown mode {mode!r}")
+        self.paper, self.device = mode == "paper", device
+        self.context: Callable[[], Any] = (
+            _cudnn_benchmark if mode == "cudnn_benchmark" else nullcontext
+        )
+        if self.paper:  # PyTorch's defaults, as the original code uses them
+            self.model = base_irn(scale, device, dtype)
+            self.opt = torch.optim.Adam(self.model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+            return
+        options, memory_saving, self.shards = FAST_MODES[mode]
+        self.model = accelerate(
+            base_irn(scale, device, dtype, memory_saving=memory_saving), **options
+        )
+        if mode == "compile":
+            compile_subnets(self.model, device=device)
+        self.opt = irn_optimizer(self.model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+
+    def _backward(
+        self, hr: Tensor, lr_ref: Tensor, z: Tensor | None, gen: torch.Generator | None
+    ) -> dict[str, float]:
+        if self.paper:
+            losses = irn_losses(self.model, hr, lr_ref, z=z, generator=gen)
+            losses.total.backward()
+            nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP)
+        else:
+            losses = irn_backward(self.model, hr, lr_ref, z=z, generator=gen, shards=self.shards)
+            clip_gradients(self.model.parameters(), GRAD_CLIP)
+        return {name: float(getattr(losses, name).detach()) for name in LOSS_NAMES.values()}
 
     def step(self, hr: Tensor, lr_ref: Tensor) -> None:
         gen = torch.Generator(device=self.device).manual_seed(3)
         with self.context():
             self.opt.zero_grad(set_to_none=True)
-            if self.plain:
-                losses = irn_losses(self.model, hr, lr_ref, generator=gen)  # type: ignore[arg-type]
-                losses.total.backward()
-                nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)
-            else:
-                irn_backward(self.model, hr, lr_ref, generator=gen, shards=self.shards)  # type: ignore[arg-type]
-                clip_gradients(self.model.parameters(), 10.0)
+            self._backward(hr, lr_ref, None, gen)
             self.opt.step()
+
+    def output(self, hr: Tensor) -> Tensor:
+        with self.context():
+            return self.model(hr)[0]
+
+    def gradients(
+        self, hr: Tensor, lr_ref: Tensor, z: Tensor
+    ) -> tuple[dict[str, float], dict[str, Tensor]]:
+        """Losses and clipped gradients of one training step with the latent `z` (no update)."""
+        with self.context():
+            self.opt.zero_grad(set_to_none=True)
+            losses = self._backward(hr, lr_ref, z, None)
+            grads = {
+                n: p.grad.clone() for n, p in self.model.named_parameters() if p.grad is not None
+            }
+            self.opt.zero_grad(set_to_none=True)
+        return losses, grads
 
     @torch.no_grad()
     def infer(self, image: Tensor) -> Tensor:
         gen = torch.Generator(device=self.device).manual_seed(4)
         with self.context():
-            lr = self.model.downscale(image)  # type: ignore[operator]
-            return self.model.upscale(lr, generator=gen)  # type: ignore[operator]
+            return self.model.upscale(self.model.downscale(image), generator=gen)
+
+
+AnyTrainer = Trainer | OriginalTrainer
+
+
+def make_trainer(
+    mode: str, scale: int, args: argparse.Namespace, dtype: torch.dtype = torch.float32
+) -> AnyTrainer:
+    if mode == "original":
+        if args.original is None:
+            raise SystemExit("irn_speed: mode original needs --original PATH (the original repo)")
+        return OriginalTrainer(original_codes(args.original), scale, args.device, dtype)
+    return Trainer(mode, scale, args.device, dtype)
+
+
+def make_batch(
+    scale: int, batch: int, patch: int, device: str, dtype: torch.dtype = torch.float32
+) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(1)
+    hr = torch.rand(batch, 3, patch, patch, generator=g, dtype=dtype).to(device)
+    return hr, F.avg_pool2d(hr, scale)  # a stand-in for the bicubic LR reference
+
+
+# ---------------------------------------------------------------------------------- checks
+
+FLOAT64_TOL = 1e-9  # losses and gradients, relative: the same arithmetic, summed in another order
+FLOAT32_TOL = {"output": 1e-4, "grad": 2e-2}  # an LR value rounding the other way
+BF16_TOL = {"output": 5e-2, "grad": 0.5}  # bfloat16 sub-networks: a different computation
+NO_FLOAT64 = ("bf16", "compile", "cudnn_benchmark")
+
+
+def _compare(
+    ref: tuple[dict[str, float], dict[str, Tensor]], got: tuple[dict[str, float], dict[str, Tensor]]
+) -> dict[str, float]:
+    """Largest relative loss difference, and largest gradient difference / largest gradient."""
+    (loss_ref, grad_ref), (loss, grad) = ref, got
+    if set(grad) != set(grad_ref):
+        raise SystemExit(f"irn_speed: gradients of {sorted(set(grad) ^ set(grad_ref))[:4]} differ")
+    scale = max(float(g.abs().max()) for g in grad_ref.values())
+    return {
+        "loss_rel": max(abs(loss[k] - v) / abs(v) for k, v in loss_ref.items()),
+        "grad_rel": max(float((grad[k] - g).abs().max()) for k, g in grad_ref.items()) / scale,
+    }
+
+
+def check_float64(
+    args: argparse.Namespace, scale: int, patch: int = 32
+) -> dict[str, dict[str, float]]:
+    """One step's losses and clipped gradients of each float64-capable mode vs the baseline's."""
+    modes = [m for m in args.modes if m not in NO_FLOAT64]
+    dtype, batch = torch.float64, max(2, args.threads)
+    hr, lr_ref = make_batch(scale, batch, patch, args.device, dtype)
+    shape = (batch, 3 * (scale**2 - 1), patch // scale, patch // scale)
+    z = torch.randn(shape, generator=torch.Generator().manual_seed(6), dtype=dtype)
+    z = z.to(args.device)
+    results = {m: make_trainer(m, scale, args, dtype).gradients(hr, lr_ref, z) for m in modes}
+    out = {m: _compare(results[args.baseline], r) for m, r in results.items() if m != args.baseline}
+    for mode, err in out.items():
+        if max(err.values()) > FLOAT64_TOL:
+            raise SystemExit(
+                f"irn_speed: float64 step of {mode} differs from {args.baseline}: {err}"
+            )
+    return out
+
+
+def check_float32(
+    trainers: dict[str, AnyTrainer], baseline: str, hr: Tensor, lr_ref: Tensor, scale: int
+) -> dict[str, dict[str, float]]:
+    """Forward outputs and clipped gradients of the timed models vs the baseline's."""
+    shape = (hr.shape[0], 3 * (scale**2 - 1), hr.shape[2] // scale, hr.shape[3] // scale)
+    z = torch.randn(shape, generator=torch.Generator().manual_seed(6)).to(hr.device)
+    with torch.no_grad():
+        y_ref = trainers[baseline].output(hr)
+    ref = trainers[baseline].gradients(hr, lr_ref, z)
+    out: dict[str, dict[str, float]] = {}
+    for mode, t in trainers.items():
+        if mode == baseline:
+            continue
+        with torch.no_grad():
+            err = {"output_max_abs": float((t.output(hr) - y_ref).abs().max())}
+        err |= _compare(ref, t.gradients(hr, lr_ref, z))
+        tol = BF16_TOL if mode == "bf16" else FLOAT32_TOL
+        if err["output_max_abs"] > tol["output"] or err["grad_rel"] > tol["grad"]:
+            raise SystemExit(f"irn_speed: mode {mode} differs from {baseline}: {err}")
+        out[mode] = {k: float(f"{v:.3g}") for k, v in err.items()}
+    return out
+
+
+# ---------------------------------------------------------------------------------- workers
 
 
 def _sync(device: str) -> None:
@@ -260,20 +407,13 @@ def _timed(fn: Callable[[], Any], device: str) -> float:
     return time.perf_counter() - start
 
 
-# ---------------------------------------------------------------------------------- workers
-
-
 def worker_time(args: argparse.Namespace) -> dict[str, Any]:
-    """All modes of one scale in this process, steps interleaved; medians per mode."""
+    """All modes of one scale in this process, checked, then steps interleaved; medians."""
     device, scale = args.device, args.scale
-    trainers = {mode: Trainer(mode, scale, device) for mode in args.modes}
+    checks = {"float64": check_float64(args, scale)}
+    trainers = {mode: make_trainer(mode, scale, args) for mode in args.modes}
     hr, lr_ref = make_batch(scale, args.batch, args.patch, device)
-    with torch.no_grad():  # every mode computes the same map (bf16: to bfloat16 precision)
-        ref = trainers[args.modes[0]].model(hr)[0]
-        for mode, t in trainers.items():
-            err = float((t.model(hr)[0] - ref).abs().max())
-            if err > (5e-2 if mode == "bf16" else 1e-4):
-                raise SystemExit(f"irn_speed: mode {mode} differs from {args.modes[0]} by {err}")
+    checks["float32"] = check_float32(trainers, args.baseline, hr, lr_ref, scale)
     times: dict[str, list[float]] = {m: [] for m in trainers}
     for _ in range(args.warmup):
         for t in trainers.values():
@@ -292,7 +432,7 @@ def worker_time(args: argparse.Namespace) -> dict[str, Any]:
             elapsed = _timed(partial(trainers[mode].infer, image), device)
             if r > 0:  # the first round is a warm-up
                 infer[mode].append(elapsed)
-    return {
+    result: dict[str, Any] = {
         mode: {
             "train_step_s": round(statistics.median(times[mode]), 4),
             "train_step_min_s": round(min(times[mode]), 4),
@@ -302,6 +442,7 @@ def worker_time(args: argparse.Namespace) -> dict[str, Any]:
         }
         for mode in trainers
     }
+    return result | {"checks": checks}
 
 
 def pooled_time(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -312,6 +453,8 @@ def pooled_time(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """
     pooled: dict[str, Any] = {}
     for mode in runs[0]:
+        if mode == "checks":
+            continue
         steps = [t for run in runs for t in run[mode]["train_steps_s"]]
         infer = [t for run in runs for t in run[mode]["infer_runs_s"]]
         pooled[mode] = {
@@ -324,10 +467,35 @@ def pooled_time(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return pooled
 
 
+def ratios_to(baseline: str, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Every mode's times and memory divided by the baseline's, per scale."""
+    ratios: dict[str, Any] = {}
+    for scale_key, modes in results.items():
+        base = modes.get(baseline, {})
+        ratios[scale_key] = {}
+        for mode, values in modes.items():
+            if mode == baseline:
+                continue
+            ratio = {
+                key: round(values[key] / base[key], 3)
+                for key in ("train_step_s", "infer_s", "peak_mb")
+                if key in values and base.get(key)
+            }
+            if "train_steps_s" in values and "train_steps_s" in base:
+                # median over rounds of the ratio within a round: robust to load drift
+                pairs = zip(values["train_steps_s"], base["train_steps_s"])
+                ratio["train_step_paired"] = round(statistics.median(a / b for a, b in pairs), 3)
+                ratio["train_step_min"] = round(
+                    values["train_step_min_s"] / base["train_step_min_s"], 3
+                )
+            ratios[scale_key][mode] = ratio
+    return ratios
+
+
 def worker_memory(args: argparse.Namespace) -> dict[str, Any]:
     """Peak memory of training steps of one (scale, mode), alone in this fresh process."""
     device, scale, mode = args.device, args.scale, args.modes[0]
-    trainer = Trainer(mode, scale, device)
+    trainer = make_trainer(mode, scale, args)
     hr, lr_ref = make_batch(scale, args.batch, args.patch, device)
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device == "cuda":
@@ -349,7 +517,7 @@ def worker_drift(args: argparse.Namespace) -> dict[str, Any]:
     for std in (0.02, 0.03, 0.05):  # 0.05: activations explode and so does the inverse
         for dtype in (torch.float32, torch.float64):
             torch.manual_seed(0)
-            net = IRN(2, blocks=[64], channels_last=False).to(dtype)
+            net = IRN(2, blocks=[64]).to(dtype)
             g = torch.Generator().manual_seed(2020)
             with torch.no_grad():
                 for name, p in net.named_parameters():
@@ -370,7 +538,7 @@ def profile(args: argparse.Namespace, mode: str) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     for scale in args.scales:
-        trainer = Trainer(mode, scale, args.device)
+        trainer = make_trainer(mode, scale, args)
         hr, lr_ref = make_batch(scale, args.batch, args.patch, args.device)
         for _ in range(args.warmup):
             trainer.step(hr, lr_ref)
@@ -396,6 +564,7 @@ def _run_worker(
     cmd += ["--threads", str(args.threads), "--device", args.device]
     cmd += ["--repeats", str(args.repeats), "--warmup", str(args.warmup)]
     cmd += ["--infer-size", str(args.infer_size), "--infer-repeats", str(args.infer_repeats)]
+    cmd += ["--baseline", args.baseline] + (["--original", args.original] if args.original else [])
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"irn_speed: worker {kind} x{scale} {modes} failed:\n{done.stderr}")
@@ -409,6 +578,9 @@ def _load() -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--original", default=None, help="checkout of the original IRN repository (mode original)"
+    )
     parser.add_argument("--scales", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--patch", type=int, default=64, help="HR patch side")
@@ -425,6 +597,7 @@ def main() -> None:
     )
     parser.add_argument("--infer-size", type=int, default=512)
     parser.add_argument("--infer-repeats", type=int, default=3)
+    parser.add_argument("--note", default=None, help="kept in meta (e.g. what else ran)")
     parser.add_argument("--out", default=None, help="also write the JSON to this file")
     parser.add_argument("--profile", metavar="MODE", nargs="+", default=None)
     parser.add_argument("--profile-rows", type=int, default=20)
@@ -432,6 +605,7 @@ def main() -> None:
     hidden = argparse.SUPPRESS  # worker processes only
     parser.add_argument("--worker", choices=["time", "memory"], default=None, help=hidden)
     parser.add_argument("--scale", type=int, default=2, help=hidden)
+    parser.add_argument("--baseline", default=None, help=hidden)
     args = parser.parse_args()
     configure_backends(threads=args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -440,7 +614,14 @@ def main() -> None:
         raise SystemExit(f"irn_speed: --processes must be at least 1, got {args.processes}")
     if args.patch % max([*args.scales, args.scale]) or args.infer_size % 8:
         raise SystemExit("irn_speed: --patch must be divisible by the scales, --infer-size by 8")
-    args.modes = args.modes or (CUDA_MODES if args.device == "cuda" else CPU_MODES)
+    if args.modes is None:
+        args.modes = CUDA_MODES if args.device == "cuda" else CPU_MODES
+        if args.original is None:
+            args.modes = [m for m in args.modes if m != "original"]
+    if args.baseline is None:
+        args.baseline = BASELINE if BASELINE in args.modes else "paper"
+        if args.baseline not in args.modes:
+            args.modes = [args.baseline, *args.modes]
     if args.worker is not None:
         result = worker_time(args) if args.worker == "time" else worker_memory(args)
         print(json.dumps(result))
@@ -454,36 +635,21 @@ def main() -> None:
         return
     load_before = _load()
     results: dict[str, Any] = {f"x{s}": {m: {} for m in args.modes} for s in args.scales}
+    checks: dict[str, Any] = {}
     for scale in args.scales:
         if "time" in args.measure:
             runs = [_run_worker("time", args, scale, args.modes) for _ in range(args.processes)]
+            checks[f"x{scale}"] = runs[0]["checks"]
             for mode, values in pooled_time(runs).items():
                 results[f"x{scale}"][mode].update(values)
         if "memory" in args.measure:
             for mode in args.modes:
                 results[f"x{scale}"][mode].update(_run_worker("memory", args, scale, [mode]))
-    ratios: dict[str, Any] = {}
-    for scale_key, modes in results.items():
-        plain = modes.get("plain", {})
-        ratios[scale_key] = {}
-        for mode, values in modes.items():
-            if mode == "plain":
-                continue
-            ratio = {
-                key: round(values[key] / plain[key], 3)
-                for key in ("train_step_s", "infer_s", "peak_mb")
-                if key in values and plain.get(key)
-            }
-            if "train_steps_s" in values and "train_steps_s" in plain:
-                # median over rounds of the ratio within a round: robust to load drift
-                pairs = zip(values["train_steps_s"], plain["train_steps_s"])
-                ratio["train_step_paired"] = round(statistics.median(a / b for a, b in pairs), 3)
-                ratio["train_step_min"] = round(
-                    values["train_step_min_s"] / plain["train_step_min_s"], 3
-                )
-            ratios[scale_key][mode] = ratio
-    results["ratios"] = ratios
+    results["ratios"] = ratios_to(args.baseline, results)
+    results["checks"] = checks
     results["meta"] = {
+        "baseline": args.baseline,
+        "original": str(original_codes(args.original)) if args.original else None,
         "device": args.device,
         "cuda_device": torch.cuda.get_device_name() if args.device == "cuda" else None,
         "batch": args.batch,
@@ -493,6 +659,7 @@ def main() -> None:
         "processes": args.processes,
         "infer_size": args.infer_size,
         **machine_meta(),
+        "note": args.note,
         "load_before": load_before,
         "load_after": _load(),
     }
@@ -501,11 +668,14 @@ def main() -> None:
 
 def machine_meta() -> dict[str, Any]:
     """torch version, processor and CPU count, for the `meta` of a benchmark's JSON."""
-    return {
-        "torch": torch.__version__,
-        "machine": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-    }
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return {"torch": torch.__version__, "machine": cpu, "cpus": os.cpu_count()}
 
 
 def print_json(result: dict[str, Any], out: str | None) -> None:

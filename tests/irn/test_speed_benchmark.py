@@ -1,0 +1,93 @@
+"""The IRN speed benchmark (`benchmarks/irn_speed.py`): its modes and checks, and how it pools."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+ORIGINAL = os.environ.get("FLOWLEARN_IRN_ORIGINAL")  # a checkout of the authors' repository
+
+
+def _benchmark_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("irn_speed", ROOT / "benchmarks/irn_speed.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["irn_speed"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _args(modes: list[str], baseline: str, original: str | None = None) -> argparse.Namespace:
+    return argparse.Namespace(
+        modes=modes, baseline=baseline, original=original, threads=1, device="cpu"
+    )
+
+
+def test_benchmark_modes_compute_the_same_training_step() -> None:
+    bench = _benchmark_module()
+    args = _args(["paper", "default", "nchw", "memory_saving"], baseline="paper")
+    errors = bench.check_float64(args, 2, patch=16)  # stops the benchmark above 1e-9
+    assert set(errors) == {"default", "nchw", "memory_saving"}
+    assert all(0 <= e["loss_rel"] < 1e-12 and 0 <= e["grad_rel"] < 1e-12 for e in errors.values())
+
+
+def test_benchmark_check_stops_on_a_different_step() -> None:
+    bench = _benchmark_module()
+    loss = {"fit": 1.0, "distr": 2.0, "rec": 3.0}
+    grads = {"w": bench.torch.ones(3)}
+    other = {"w": bench.torch.tensor([1.0, 1.0, 1.1])}
+    assert bench._compare((loss, grads), (loss, grads)) == {"loss_rel": 0.0, "grad_rel": 0.0}
+    assert bench._compare((loss, grads), (loss, other))["grad_rel"] == pytest.approx(0.1)
+    with pytest.raises(SystemExit, match="gradients of"):
+        bench._compare((loss, grads), (loss, {"v": bench.torch.ones(3)}))
+
+
+def test_benchmark_original_path_is_checked(tmp_path: Path) -> None:
+    bench = _benchmark_module()
+    with pytest.raises(SystemExit, match=r"codes/models/IRN_model\.py"):
+        bench.original_codes(str(tmp_path))
+    (tmp_path / "codes" / "models").mkdir(parents=True)
+    (tmp_path / "codes" / "models" / "IRN_model.py").touch()
+    assert bench.original_codes(str(tmp_path)) == tmp_path / "codes"
+
+
+@pytest.mark.skipif(ORIGINAL is None, reason="set FLOWLEARN_IRN_ORIGINAL to the original repo")
+def test_benchmark_original_code_trains_as_the_paper_form() -> None:
+    bench = _benchmark_module()
+    errors = bench.check_float64(
+        _args(["original", "paper", "default"], "original", ORIGINAL), 2, patch=16
+    )
+    assert set(errors) == {"paper", "default"}
+    assert all(e["loss_rel"] < 1e-12 and e["grad_rel"] < 1e-12 for e in errors.values())
+
+
+def test_benchmark_pools_processes_keeping_rounds_paired() -> None:
+    bench = _benchmark_module()
+
+    def run(original: list[float], default: list[float]) -> dict[str, Any]:
+        def mode(steps: list[float]) -> dict[str, Any]:
+            return {"train_steps_s": steps, "infer_runs_s": [0.5], "train_step_s": steps[0]}
+
+        return {"original": mode(original), "default": mode(default), "checks": {}}
+
+    pooled = bench.pooled_time([run([1.0, 3.0], [0.5, 1.2]), run([2.0, 2.0], [1.0, 0.8])])
+    assert set(pooled) == {"original", "default"}
+    assert pooled["original"]["train_steps_s"] == [1.0, 3.0, 2.0, 2.0]  # process order
+    assert pooled["default"]["train_steps_s"] == [0.5, 1.2, 1.0, 0.8]  # same rounds
+    assert pooled["original"]["train_step_s"] == 2.0  # median of all four steps
+    assert pooled["default"]["train_step_min_s"] == 0.5
+    assert pooled["original"]["train_step_s_per_process"] == [1.0, 2.0]
+    ratios = bench.ratios_to("original", {"x2": pooled})["x2"]
+    assert set(ratios) == {"default"}
+    assert ratios["default"]["train_step_paired"] == 0.45  # median of 0.5, 0.4, 0.5, 0.4
+    assert ratios["default"]["train_step_min"] == 0.5
