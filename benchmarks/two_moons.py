@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -45,6 +44,7 @@ import torch
 
 from flowlearn import Flow, StandardLogistic, StandardNormal
 from flowlearn.density.datasets import two_moons
+from flowlearn.density.distributions import nats_to_bits_per_dim
 from flowlearn.density.models import NICE, NeuralSplineFlow, RealNVP
 from flowlearn.density.training import evaluate_nll, fit
 
@@ -101,7 +101,7 @@ def main() -> None:
         nll = evaluate_nll(flow, test)
         results[name] = {
             "test_nll": round(nll, 4),
-            "test_bits_per_dim": round(nll / (2 * math.log(2)), 4),
+            "test_bits_per_dim": round(nats_to_bits_per_dim(nll, 2), 4),
             "train_seconds": round(history.seconds, 1),
             "train_cpu_seconds": round(history.cpu_seconds, 1),
             "steps": steps,
