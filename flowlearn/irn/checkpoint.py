@@ -50,16 +50,14 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from flowlearn.images.io import atomic_write
+from flowlearn.irn.model import IRN
 from flowlearn.layers.haar import HaarDownsampling, haar_kernel
-
-if TYPE_CHECKING:
-    from flowlearn.irn.model import IRN
 
 __all__ = [
     "FORMAT",
@@ -446,8 +444,6 @@ def load(
     found = weights.config.get("scale")
     if scale is not None and found != scale:
         raise CheckpointError(f"{name} holds a x{found} model, expected scale {scale}")
-    from flowlearn.irn.model import IRN
-
     try:
         with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten
             model = IRN(**weights.config)
@@ -582,6 +578,3 @@ def save(
         with atomic_write(path) as tmp:
             torch.save(payload, tmp)
     return path
-
-
-load_irn = load  # until flowlearn.irn.model stops importing it
