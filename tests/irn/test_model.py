@@ -10,6 +10,7 @@ import torch
 
 from flowlearn import IRN
 from flowlearn.checks import assert_bijector, jitter_parameters
+from flowlearn.core import FlowSequential
 from flowlearn.irn import IRNCoupling
 from flowlearn.layers.haar import HaarDownsampling
 
@@ -239,3 +240,45 @@ def test_bijectors_are_the_operations_in_order_as_a_fresh_list() -> None:
     assert all(a is b for a, b in zip(ops, net.operations)) and len(ops) == len(net.operations)
     ops.clear()  # a copy: the model keeps its operations
     assert len(net.bijectors) == 5
+
+
+def test_irn_is_a_flow_sequential_named_operations() -> None:
+    net = small_irn(4, [1, 1])
+    assert isinstance(net, FlowSequential)
+    assert list(net) == list(net.operations) and len(net) == 4
+    assert all(name.startswith("operations.") for name, _ in net.named_parameters())
+    assert not hasattr(net, "layers")  # one container, under the original code's name
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    chain = FlowSequential(*net.operations)  # the same layers in the plain container
+    y, logdet = net(x)
+    y_chain, logdet_chain = chain(x)
+    assert torch.equal(y, y_chain) and torch.equal(logdet, logdet_chain)
+    assert [k.replace("layers.", "operations.", 1) for k in chain.state_dict()] == list(
+        net.state_dict()
+    )
+
+
+def test_flow_sequential_name_prefixes_the_state_dict() -> None:
+    torch.manual_seed(0)
+    flow = FlowSequential(IRNCoupling(6, lambda i, o: torch.nn.Conv2d(i, o, 1)), name="steps")
+    assert list(flow.state_dict())[:2] == ["steps.0.F.weight", "steps.0.F.bias"]
+    assert flow[0] is flow.steps[0]
+
+
+def test_irn_memory_saving_same_gradients() -> None:
+    net = small_irn(4, [1, 1])
+    saving = IRN(4, blocks=[1, 1], growth=8, memory_saving=True).double()
+    saving.load_state_dict(net.state_dict())
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    grads = []
+    for model in (net, saving):
+        y, logdet = model(x)
+        grads.append(torch.autograd.grad((y**2).sum() + logdet.sum(), list(model.parameters())))
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-10, rtol=0)
+
+
+def test_irn_has_no_weight_io() -> None:
+    """Loading and saving are `flowlearn.irn.checkpoint.load` / `save`, outside the model."""
+    for name in ("from_official", "to_official", "save", "load", "pretrained"):
+        assert not hasattr(IRN, name), name
