@@ -235,7 +235,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except (*_USER_ERRORS, TrainingError) as err:
         report.error(err)
         return report.status
-    print(f"step {result.step}: weights in {result.model_path}, log in {result.log_csv}")
+    if result.rank == 0:  # under torchrun, the process that wrote them
+        print(f"step {result.step}: weights in {result.model_path}, log in {result.log_csv}")
     return 0
 
 

@@ -16,11 +16,16 @@ A configuration has five sections. Every field, its default and its meaning:
 
 * `train` (path or null): folder of HR training images. Must be set before training.
 * `patch_size` (int, 144): side of the square HR patch; a multiple of `scale`.
-* `batch_size` (int, 16): patches per step.
+* `batch_size` (int, 16): patches per step: the **global** batch, over all processes when the
+  run is launched with `torchrun` (each of $W$ processes trains on `batch_size / W` of them;
+  $W$ must divide it). The patches and latents a sample gets do not depend on $W$.
 * `flips` (bool, true): random horizontal flip.
 * `rotations` (bool, true): random vertical flip and transpose (together with `flips`, the
   eight symmetries of the square).
-* `workers` (int, 0): `DataLoader` worker processes (0 loads in the training process).
+* `workers` (int, 0): `DataLoader` worker processes (0 loads in the training process), per
+  training process.
+* `pin_memory` (bool, true): on CUDA, load batches into pinned (page-locked) memory and copy
+  them to the GPU without blocking (`non_blocking=True`); ignored on a CPU.
 * `seed` (int, 10): seed of the patch sampler, the latent draws and the weight initialisation.
 
 `optim` — Adam with a step learning-rate schedule:
@@ -57,7 +62,26 @@ A configuration has five sections. Every field, its default and its meaning:
   float32. Fast on GPUs and on CPUs with bfloat16 units (AMX, AVX512-BF16), slow elsewhere.
 * `shards` (int or null, null): on a CPU, cut each batch into this many parts that run forward
   and backward in parallel threads (`flowlearn.irn.irn_backward`; the same gradient up to float
-  round-off); null means one per CPU thread, at most the batch size. Ignored on CUDA.
+  round-off); null means one per CPU thread, at most the batch size. Ignored on CUDA, and under
+  `torchrun` with several processes, where the processes take the place of the shards (each
+  runs its part of the batch in one piece; `DistributedDataParallel`'s gradient hooks need one
+  backward pass per step).
+* `memory_saving` (bool, false): recompute the activations by inversion in the backward pass
+  instead of storing them (`IRN.memory_saving`, `flowlearn.core.memory`): a fraction of the
+  memory for about 1.5× the time; the same gradients up to round-off. Works under `torchrun`.
+* `channels_last` (bool, true): weights and activations in the channels-last memory layout
+  (`flowlearn.irn.fast.accelerate(model, channels_last=True)`), faster with oneDNN on CPUs
+  and with cuDNN for bfloat16 on GPUs.
+* `compile` (bool, false): `torch.compile` the dense-block sub-networks
+  (`flowlearn.irn.speed.compile_subnets`); the first steps take longer while it compiles.
+* `cudnn_benchmark` (bool, true): on CUDA, let cuDNN time its convolution algorithms for the
+  training shapes once and keep the fastest (`torch.backends.cudnn.benchmark`).
+* `tensorboard` (bool, true): also log to TensorBoard, in `output/tensorboard/`
+  (`flowlearn.irn.logging_tb`); needs the `tensorboard` package (`pip install
+  "flowlearn[train]"`); without it the run logs to the CSV file only, with one warning.
+* `world_size` (int or null, null): the number of training processes. null: as many as
+  `torchrun` starts (1 without it). A number is checked against the launch. The run folder's
+  `config.yaml`, checkpoint and `model.pt` record the number the run used.
 
 Relative paths written in a YAML file are resolved against the folder of that file. Defaults
 that the file does not set, the shipped configurations (`x2`, `x4`, `x8`, `tiny`, in
@@ -134,6 +158,7 @@ class DataConfig:
     flips: bool = True
     rotations: bool = True
     workers: int = 0
+    pin_memory: bool = True
     seed: int = 10
 
 
@@ -173,6 +198,12 @@ class RunConfig:
     device: str = "auto"
     bf16: bool = False
     shards: int | None = None
+    memory_saving: bool = False
+    channels_last: bool = True
+    compile: bool = False
+    cudnn_benchmark: bool = True
+    tensorboard: bool = True
+    world_size: int | None = None
 
 
 @dataclass
@@ -379,6 +410,16 @@ def _validate(cfg: Config, where: str) -> None:
             f"null (one per CPU thread) or 1 to data.batch_size = {d.batch_size}",
             r.shards,
         )
+    if r.world_size is not None:
+        if r.world_size < 1:
+            fail("run.world_size", "null (as launched) or a positive number", r.world_size)
+        if d.batch_size % r.world_size:
+            fail(
+                "data.batch_size",
+                f"a multiple of run.world_size = {r.world_size} (the batch is global: "
+                "each process trains on an equal part of it)",
+                d.batch_size,
+            )
 
 
 def shipped_configs() -> dict[str, Path]:
@@ -519,6 +560,7 @@ _ORIGINAL_KEYS = {
     "datasets.val.dataroot_GT": "run.validation",
     "path.pretrain_model_G": "model.init",
     "logger.save_checkpoint_freq": "run.checkpoint_every",
+    "use_tb_logger": "run.tensorboard",
 }
 
 

@@ -55,23 +55,47 @@ class PatchSampler(Sampler[list[tuple[int, int]]]):
     as a shuffling loader does), cut into batches of `batch_size`; an epoch boundary may fall
     inside a batch. Each sample also gets a random 62-bit seed for its crop and flips.
 
+    With several training processes (`flowlearn.irn.distributed`), $B$ is the global batch and
+    process `rank` of `world_size` iterates over its slice $[rb, (r + 1)b)$ of every batch,
+    $b = B / W$: together the processes see exactly the batches of one process.
+
     Args:
         num_images: number of training images $N$.
-        batch_size: samples per batch $B$.
+        batch_size: samples per batch $B$ (the global batch).
         seed: base seed; epoch $e$ is drawn from a generator seeded by `(seed, e)`.
         start_step: the first batch `__iter__` yields (for resuming).
+        rank: which slice of each batch `__iter__` yields.
+        world_size: into how many slices each batch is cut ($W$ must divide $B$).
 
     Examples:
         >>> s = PatchSampler(4, 2, seed=1)
         >>> sorted(i for step in (0, 1) for i, _ in s.batch(step))
         [0, 1, 2, 3]
+        >>> halves = [next(iter(PatchSampler(4, 2, seed=1, rank=r, world_size=2))) for r in (0, 1)]
+        >>> halves[0] + halves[1] == s.batch(0)
+        True
     """
 
-    def __init__(self, num_images: int, batch_size: int, seed: int, start_step: int = 0) -> None:
+    def __init__(
+        self,
+        num_images: int,
+        batch_size: int,
+        seed: int,
+        start_step: int = 0,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         if num_images < 1 or batch_size < 1:
             raise ValueError(f"PatchSampler needs images and a batch size ≥ 1, got {num_images}")
+        if world_size < 1 or batch_size % world_size or not 0 <= rank < world_size:
+            raise ValueError(
+                f"PatchSampler: the batch of {batch_size} must split evenly over world_size "
+                f"{world_size} processes, and rank must be 0 to {world_size - 1}; got rank {rank}"
+            )
         self.num_images, self.batch_size = num_images, batch_size
         self.seed, self.start_step = seed, start_step
+        self.rank, self.world_size = rank, world_size
         self.generator = torch.Generator()
         self._cache: dict[int, tuple[list[int], list[int]]] = {}
 
@@ -96,8 +120,9 @@ class PatchSampler(Sampler[list[tuple[int, int]]]):
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         step = self.start_step
+        b = self.batch_size // self.world_size  # this process's slice of the global batch
         while True:
-            yield self.batch(step)
+            yield self.batch(step)[self.rank * b : (self.rank + 1) * b]
             step += 1
 
     def state_dict(self) -> dict[str, int]:
@@ -243,18 +268,36 @@ class IRNTrainSet(Dataset[tuple[Tensor, Tensor]]):
 
 
 def train_loader(
-    dataset: IRNTrainSet, batch_size: int, *, seed: int, start_step: int = 0, workers: int = 0
+    dataset: IRNTrainSet,
+    batch_size: int,
+    *,
+    seed: int,
+    start_step: int = 0,
+    workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    pin_memory: bool = False,
 ) -> DataLoader[tuple[Tensor, Tensor]]:
     r"""Endless loader of `(hr, lr)` batches `(B, 3, P, P)`, `(B, 3, P/s, P/s)` from `start_step`.
 
     Args:
         dataset: the training patches.
-        batch_size: patches per batch.
+        batch_size: patches per batch (the global batch: each of `world_size` processes gets
+            `batch_size / world_size` of them).
         seed: seed of the `PatchSampler`.
         start_step: index of the first batch (the step a run resumes at).
         workers: loader worker processes (0: load in this process).
+        rank: this process's slice of each batch (see `PatchSampler`).
+        world_size: number of training processes.
+        pin_memory: return batches in pinned memory, for fast non-blocking copies to a GPU.
     """
-    sampler = PatchSampler(len(dataset), batch_size, seed, start_step)
+    sampler = PatchSampler(
+        len(dataset), batch_size, seed, start_step, rank=rank, world_size=world_size
+    )
     return DataLoader(
-        dataset, batch_sampler=sampler, num_workers=workers, persistent_workers=workers > 0
+        dataset,
+        batch_sampler=sampler,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=pin_memory,
     )

@@ -24,6 +24,18 @@ A run folder (`run.output`) holds:
 A non-finite loss or gradient norm stops the run with a `TrainingError` naming the step, before
 any weight is changed; the last checkpoint on disk is the last good state.
 
+With `run.tensorboard` (and the `tensorboard` package), the losses, learning rate, gradient
+norm, step time, validation results and image crops also go to TensorBoard event files in
+`tensorboard/` (`flowlearn.irn.logging_tb`).
+
+Launched by `torchrun` on several processes, `train` trains one model with
+`DistributedDataParallel` (`flowlearn.irn.distributed`): `data.batch_size` is the global batch,
+split over the processes, each sample gets the patch and the latent a one-process run would
+give it, and rank 0 alone validates and writes the run folder, which records the number of
+processes (`run.world_size`) in `config.yaml`, `checkpoint.pt` and `model.pt`. A run may be
+resumed on another number of processes: it continues with the same batches and latents, and
+gradients equal up to float round-off.
+
 References:
     M. Xiao et al., 2020, "Invertible Image Rescaling", ECCV 2020, arXiv:2005.05650, §3.3 (the
     objective) and §4.1 (training details). The original code,
@@ -41,7 +53,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +64,13 @@ from torch import nn
 from tqdm import tqdm
 
 from flowlearn.images.io import atomic_write
+from flowlearn.irn import distributed
 from flowlearn.irn.checkpoint import TRAINING_FORMAT, load, save
 from flowlearn.irn.config import Config, ConfigError
 from flowlearn.irn.data import IRNTrainSet, train_loader
 from flowlearn.irn.evaluate import evaluate_folder
 from flowlearn.irn.fast import accelerate, irn_backward
+from flowlearn.irn.logging_tb import TensorBoardLog, tensorboard_missing, validation_crops
 from flowlearn.irn.model import IRN
 from flowlearn.irn.speed import cpu_has_bf16
 
@@ -104,6 +118,7 @@ class TrainResult:
         log_csv: path of the CSV log.
         losses: total loss of every step run by this call, in order.
         validation: the validation results of this call, one dict per validation step.
+        rank: this process's rank under `torchrun` (0 otherwise); rank 0 wrote the run folder.
     """
 
     model: IRN
@@ -114,6 +129,7 @@ class TrainResult:
     log_csv: Path
     losses: list[float] = field(default_factory=list)
     validation: list[dict[str, float]] = field(default_factory=list)
+    rank: int = 0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -145,14 +161,18 @@ def validate(
         draws: latent draws averaged for the sampled-$z$ PSNR.
 
     Returns:
-        `{"psnr_y_sampled", "psnr_y_zero"}` for a model (sampled $z$ at temperature 1, and
-        $z = 0$), `{"psnr_y_bicubic"}` for None. Global RNG states are left untouched.
+        `{"psnr_y_sampled", "psnr_y_zero", "ssim_y_sampled", "ssim_y_zero"}` for a model
+        (sampled $z$ at temperature 1, and $z = 0$), `{"psnr_y_bicubic", "ssim_y_bicubic"}` for
+        None. Global RNG states are left untouched.
     """
     devices = [] if model is None else [p.device for p in model.parameters() if p.is_cuda][:1]
     with torch.random.fork_rng(devices=devices):
         if model is None:
             result = evaluate_folder(None, folder, scale, draws=1, seed=0, progress=False)
-            return {"psnr_y_bicubic": float(result["mean"]["psnr_y"])}
+            return {
+                "psnr_y_bicubic": float(result["mean"]["psnr_y"]),
+                "ssim_y_bicubic": float(result["mean"]["ssim_y"]),
+            }
         was_training = model.training
         model.eval()
         try:
@@ -165,6 +185,8 @@ def validate(
     return {
         "psnr_y_sampled": float(sampled["mean"]["psnr_y"]),
         "psnr_y_zero": float(zero["mean"]["psnr_y"]),
+        "ssim_y_sampled": float(sampled["mean"]["ssim_y"]),
+        "ssim_y_zero": float(zero["mean"]["ssim_y"]),
     }
 
 
@@ -252,7 +274,7 @@ class _CsvLog:
 
     def append(self, row: dict[str, Any]) -> None:
         with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, LOG_COLUMNS).writerow(
+            csv.DictWriter(f, LOG_COLUMNS, extrasaction="ignore").writerow(
                 {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
             )
 
@@ -261,10 +283,16 @@ def _build_model(cfg: Config, device: torch.device) -> IRN:
     m = cfg.model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.data.seed)  # the initialisation is part of the recipe
-        model = IRN(m.scale, blocks=m.blocks, clamp=m.clamp, growth=m.growth)
+        model = IRN(
+            m.scale,
+            blocks=m.blocks,
+            clamp=m.clamp,
+            growth=m.growth,
+            memory_saving=cfg.run.memory_saving,
+        )
     # the fast arrangement of the same arithmetic; bf16: sub-networks only (exponent, log-det
     # and losses stay float32)
-    accelerate(model, bf16=cfg.run.bf16)
+    accelerate(model, channels_last=cfg.run.channels_last, bf16=cfg.run.bf16)
     if m.init is not None:
         model.load_state_dict(load(m.init, scale=m.scale).state_dict())
     return model.to(device)
@@ -292,17 +320,54 @@ def train(
         The trained model, the step reached, the paths written and this call's losses.
 
     Raises:
-        ConfigError: `data.train` unset, CUDA unavailable, bad `model.init`.
+        ConfigError: `data.train` unset, CUDA unavailable, bad `model.init`, a global batch
+            that the processes do not divide, or `run.world_size` unlike the launch.
         TrainingError: an existing run without `resume`, `resume` without a checkpoint or
             with another model/training set, or a non-finite loss/gradient (naming the step).
     """
-    cfg = config
+    processes = distributed.start(resolve_device(config.run.device))
+    try:
+        return _train(
+            config,
+            processes,
+            resume=resume,
+            progress=progress,
+            max_steps=max_steps,
+            max_seconds=max_seconds,
+        )
+    finally:
+        processes.close()
+
+
+def _train(
+    config: Config,
+    processes: distributed.Processes,
+    *,
+    resume: bool,
+    progress: bool,
+    max_steps: int | None,
+    max_seconds: float | None,
+) -> TrainResult:
+    device, main, world = processes.device, processes.main, processes.world_size
+    if config.run.world_size not in (None, world):
+        raise ConfigError(
+            f"run.world_size is {config.run.world_size}, but the run was started as {world} "
+            f"process(es); launch torchrun --nproc_per_node=... for {config.run.world_size} "
+            "in all, or set run.world_size=null"
+        )
+    try:
+        part = processes.local_part(config.data.batch_size)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    # the number of processes is recorded in the run folder
+    cfg = replace(config, run=replace(config.run, world_size=world))
     if cfg.data.train is None:
         raise ConfigError(
             "set data.train to a folder of training images "
             "(in the configuration, or with --set data.train=FOLDER)"
         )
-    device = resolve_device(cfg.run.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = cfg.run.cudnn_benchmark
     if cfg.run.bf16 and device.type == "cpu" and cpu_has_bf16() is False:
         warnings.warn(
             "run.bf16 on a CPU without bfloat16 instructions (AVX512-BF16 or AMX): the "
@@ -328,6 +393,10 @@ def train(
         rotations=cfg.data.rotations,
     )
     model = _build_model(cfg, device).train()
+    if cfg.run.compile:
+        from flowlearn.irn.speed import compile_subnets
+
+        compile_subnets(model, device=device)
     o = cfg.optim
     optimizer = irn_optimizer(
         model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay
@@ -345,9 +414,26 @@ def train(
         z_generator.set_state(state["z_generator"])
         _set_rng_state(state["rng"])
         step, seconds = int(state["step"]), float(state["seconds"])
-    with atomic_write(out / "config.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump(cfg.to_dict()))
-    log = _CsvLog(log_path, step if resume else None)
+    objective = None
+    if world > 1:  # the rank's part of the batch in one piece: DDP hooks one backward pass
+        objective = processes.wrap(
+            distributed.DistributedObjective(
+                model,
+                lambda_fit=cfg.lambda_fit,
+                lambda_rec=cfg.loss.lambda_rec,
+                lambda_ce=cfg.loss.lambda_ce,
+            )
+        )
+    log, board = None, None
+    if main:
+        with atomic_write(out / "config.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump(cfg.to_dict()))
+        log = _CsvLog(log_path, step if resume else None)
+        missing = tensorboard_missing() if cfg.run.tensorboard else None
+        if missing:
+            warnings.warn(f"run.tensorboard: {missing}; logging to {log_path} only", stacklevel=2)
+        elif cfg.run.tensorboard:
+            board = TensorBoardLog(out / "tensorboard", start_step=step)
 
     def save_checkpoint() -> None:
         sched_state = scheduler.state_dict()
@@ -362,6 +448,8 @@ def train(
             "optimizer": optimizer.state_dict(),
             "scheduler": sched_state,
             "sampler": {"seed": cfg.data.seed, "num_images": len(dataset)},
+            "world_size": world,
+            "batch_size": {"global": cfg.data.batch_size, "per_process": part.stop - part.start},
             "z_generator": z_generator.get_state(),
             "rng": _rng_state(),
             "config": cfg.to_dict(),
@@ -373,32 +461,55 @@ def train(
     r = cfg.run
     validating = r.validation is not None and r.validate_every > 0
     bicubic: dict[str, float] = {}
-    result = TrainResult(model, step, out, ckpt_path, model_path, log_path)
+    result = TrainResult(model, step, out, ckpt_path, model_path, log_path, rank=processes.rank)
     sums = dict.fromkeys(LOSS_NAMES, 0.0)
     count = 0
+    pin = cfg.data.pin_memory and device.type == "cuda"
     loader = train_loader(
-        dataset, cfg.data.batch_size, seed=cfg.data.seed, start_step=step, workers=cfg.data.workers
+        dataset,
+        cfg.data.batch_size,
+        seed=cfg.data.seed,
+        start_step=step,
+        workers=cfg.data.workers,
+        rank=processes.rank,
+        world_size=world,
+        pin_memory=pin,
     )
-    bar = tqdm(total=end, initial=step, disable=not progress, desc=f"IRN x{cfg.model.scale}")
+    bar = tqdm(
+        total=end, initial=step, disable=not (progress and main), desc=f"IRN x{cfg.model.scale}"
+    )
+    norms, step_seconds = 0.0, 0.0
     batches = iter(loader)
     started = time.perf_counter() - seconds
     call_started = time.perf_counter()
     try:
         while step < end:
+            tick = time.perf_counter()
             hr, lr_ref = next(batches)
-            hr, lr_ref = hr.to(device, non_blocking=True), lr_ref.to(device, non_blocking=True)
+            hr, lr_ref = hr.to(device, non_blocking=pin), lr_ref.to(device, non_blocking=pin)
             optimizer.zero_grad(set_to_none=True)
-            losses = irn_backward(
-                model,
-                hr,
-                lr_ref,
-                generator=z_generator,
-                lambda_fit=cfg.lambda_fit,
-                lambda_rec=cfg.loss.lambda_rec,
-                lambda_ce=cfg.loss.lambda_ce,
-                shards=cfg.run.shards if device.type == "cpu" else 1,
-            )
+            if objective is None:
+                losses = irn_backward(
+                    model,
+                    hr,
+                    lr_ref,
+                    generator=z_generator,
+                    lambda_fit=cfg.lambda_fit,
+                    lambda_rec=cfg.loss.lambda_rec,
+                    lambda_ce=cfg.loss.lambda_ce,
+                    shards=cfg.run.shards if device.type == "cpu" else 1,
+                )
+            else:
+                losses = distributed.distributed_backward(
+                    objective,
+                    hr,
+                    lr_ref,
+                    batch_size=cfg.data.batch_size,
+                    part=part,
+                    generator=z_generator,
+                )
             values = {name: float(getattr(losses, name).detach()) for name in LOSS_NAMES}
+            values = processes.mean(values)  # the global batch's (the same on every rank)
             if not math.isfinite(values["total"]):
                 _fail(f"the loss is {values['total']} ({_fmt(values)})", step + 1, ckpt_path)
             norm = clip_gradients(model.parameters(), o.grad_clip)
@@ -409,6 +520,7 @@ def train(
             scheduler.step()
             step += 1
             seconds = time.perf_counter() - started
+            norms, step_seconds = norms + norm, step_seconds + time.perf_counter() - tick
             result.losses.append(values["total"])
             for name in LOSS_NAMES:
                 sums[name] += values[name]
@@ -418,33 +530,57 @@ def train(
                 bar.set_postfix({k: f"{v / count:.4g}" for k, v in sums.items()})
 
             row: dict[str, Any] = {}
-            if validating and step % r.validate_every == 0:
+            validation_step = validating and step % r.validate_every == 0
+            if validation_step and main:
                 assert r.validation is not None
                 if not bicubic:
                     bicubic = validate(None, r.validation, cfg.model.scale)
-                accelerate(model, bf16=False)  # validated in float32, as the weights are used
+                # validated in float32, as the weights are used
+                accelerate(model, channels_last=r.channels_last, bf16=False)
                 row = validate(model, r.validation, cfg.model.scale, draws=r.validation_draws)
-                accelerate(model, bf16=cfg.run.bf16)
+                accelerate(model, channels_last=r.channels_last, bf16=r.bf16)
                 row.update(bicubic)
                 result.validation.append({"step": step, **row})
+                if board is not None:
+                    board.validation(step, row, validation_crops(model, r.validation))
                 bar.write(f"step {step}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()))
                 seconds = time.perf_counter() - started
             out_of_time = (
                 max_seconds is not None and time.perf_counter() - call_started >= max_seconds
             )
+            if max_seconds is not None:
+                out_of_time = processes.any(out_of_time)  # every rank stops at the same step
             if out_of_time:
                 end = step
-            if row or step % r.log_every == 0 or step == end:
+            if validation_step or step % r.log_every == 0 or step == end:
                 means = {k: v / count for k, v in sums.items()}
-                log.append({"step": step, "seconds": seconds, **means, "lr": lr, **row})
+                if log is not None:
+                    log.append({"step": step, "seconds": seconds, **means, "lr": lr, **row})
+                if board is not None:
+                    board.training(
+                        step,
+                        means,
+                        lr=lr,
+                        grad_norm=norms / count,
+                        seconds_per_step=step_seconds / count,
+                        batch_size=cfg.data.batch_size,
+                    )
                 sums, count = dict.fromkeys(LOSS_NAMES, 0.0), 0
-            if step % r.checkpoint_every == 0 or step == end:
+                norms, step_seconds = 0.0, 0.0
+            checkpoint_step = step % r.checkpoint_every == 0 or step == end
+            if checkpoint_step and main:
                 save_checkpoint()
-        save(model, model_path, metadata={"step": step, "training_config": cfg.to_dict()})
+            if validation_step or checkpoint_step:
+                processes.barrier()  # the others wait (on a CPU group) while rank 0 works
+        if main:
+            save(model, model_path, metadata={"step": step, "training_config": cfg.to_dict()})
+        processes.barrier()
     finally:
         bar.close()
+        if board is not None:
+            board.close()
     result.step = step
-    accelerate(model, bf16=False)
+    accelerate(model, channels_last=cfg.run.channels_last, bf16=False)
     model.eval()
     return result
 

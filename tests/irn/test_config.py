@@ -239,3 +239,28 @@ def test_run_shards_must_fit_the_batch(shards: int) -> None:
         load_config("x2", overrides=[f"run.shards={shards}", "data.batch_size=4"])
     assert load_config("x2", overrides=["run.shards=4", "data.batch_size=4"]).run.shards == 4
     assert load_config("x2").run.shards is None
+
+
+def test_run_world_size_must_divide_the_global_batch() -> None:
+    cfg = load_config("x4", overrides=["run.world_size=4"])
+    assert (cfg.run.world_size, cfg.data.batch_size) == (4, 16)
+    with pytest.raises(ConfigError, match=r"data\.batch_size.*multiple of run\.world_size = 3"):
+        load_config("x4", overrides=["run.world_size=3"])
+    with pytest.raises(ConfigError, match=r"run\.world_size.*positive"):
+        load_config("x4", overrides=["run.world_size=0"])
+    assert load_config("x4").run.world_size is None  # as launched
+
+
+def test_load_config_training_switches_defaults_and_original_tb_logger(tmp_path: Path) -> None:
+    run, data = load_config("tiny").run, load_config("tiny").data
+    assert (run.tensorboard, run.channels_last, run.cudnn_benchmark) == (True, True, True)
+    assert (run.compile, run.memory_saving, data.pin_memory) == (False, False, True)
+    for name in ("x2", "x4", "x8"):  # the full recipes list every switch
+        text = shipped_configs()[name].read_text()
+        for key in ("tensorboard", "compile", "memory_saving", "world_size", "pin_memory"):
+            assert f"  {key}:" in text, (name, key)
+    off = ORIGINAL_X4.replace("use_tb_logger: true", "use_tb_logger: false")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert load_config(write(tmp_path, off, "train_IRN_x4.yml")).run.tensorboard is False
+        assert load_config(write(tmp_path, ORIGINAL_X4, "on.yml")).run.tensorboard is True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import warnings
 from pathlib import Path
@@ -119,7 +120,9 @@ def test_train_tiny_run_loss_falls_and_writes_run_folder(images: Path, tmp_path:
     model = load(result.model_path)
     assert model.config == result.model.config
     assert all(torch.equal(model.state_dict()[k], v) for k, v in result.model.state_dict().items())
-    assert load_config(result.output / "config.yaml") == cfg
+    recorded = load_config(result.output / "config.yaml")
+    assert recorded.run.world_size == 1  # one process, recorded
+    assert recorded == dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, world_size=1))
 
 
 def test_train_non_finite_loss_names_step_and_keeps_checkpoint(
@@ -246,3 +249,92 @@ def test_train_shards_the_batch_as_configured(
     assert one.losses[0] == pytest.approx(two.losses[0], rel=1e-6)
     assert one.losses[0] == pytest.approx(auto.losses[0], rel=1e-6)
     assert one.losses[1] == pytest.approx(two.losses[1], rel=1e-3)
+
+
+def test_train_tensorboard_events_hold_scalars_and_images(images: Path, tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    val = tmp_path / "val"
+    for i in range(2):
+        write_image(val / f"v{i}.png", smooth_image(32, 32, 10 + i))
+    settings = {"optim.steps": 4, "run.validation": str(val), "run.validate_every": 2}
+    cfg = tiny(images, tmp_path / "run", **settings, **{"run.tensorboard": True})
+    first = train(cfg, progress=False, max_steps=2)
+    second = train(cfg, resume=True, progress=False)  # the same event folder, continued
+    events = EventAccumulator(
+        str(tmp_path / "run" / "tensorboard"), size_guidance={"scalars": 0, "images": 0}
+    ).Reload()
+    tags = events.Tags()
+    for tag in [
+        *(f"loss/{name}" for name in ("fit", "distr", "rec", "total")),
+        "train/lr",
+        "train/grad_norm",
+        "train/seconds_per_step",
+        "train/samples_per_second",
+        *(f"validation/{m}_y_{z}" for m in ("psnr", "ssim") for z in ("sampled", "zero")),
+        "validation/psnr_y_bicubic",
+        "validation/ssim_y_bicubic",
+    ]:
+        assert tag in tags["scalars"], tag
+    total = events.Scalars("loss/total")
+    assert [e.step for e in total] == [1, 2, 3, 4]  # log_every 1, each step once
+    assert [e.value for e in total] == pytest.approx(first.losses + second.losses, rel=1e-6)
+    assert [e.value for e in events.Scalars("train/lr")] == pytest.approx([1e-3] * 4)
+    assert all(e.value > 0 for e in events.Scalars("train/grad_norm"))
+    psnr = events.Scalars("validation/psnr_y_sampled")
+    validated = first.validation + second.validation
+    assert [e.step for e in psnr] == [2, 4]
+    assert [e.value for e in psnr] == pytest.approx([v["psnr_y_sampled"] for v in validated])
+    ssim = [e.value for e in events.Scalars("validation/ssim_y_zero")]
+    assert ssim == pytest.approx([v["ssim_y_zero"] for v in validated]) and 0 < ssim[0] <= 1
+    assert sorted(tags["images"]) == ["validation/v0", "validation/v1"]
+    crops = events.Images("validation/v0")
+    assert [e.step for e in crops] == [2, 4]
+    assert (crops[0].width, crops[0].height) == (3 * 32, 32)  # LR | SR | HR of a 32² crop
+    rows = read_log(second.log_csv)  # the CSV log is kept alongside
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+
+
+def test_train_without_tensorboard_package_warns_and_logs_csv(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(train_module, "tensorboard_missing", lambda: "no tensorboard here")
+    cfg = tiny(images, tmp_path / "run", **{"optim.steps": 1})
+    with pytest.warns(UserWarning, match=r"run.tensorboard: no tensorboard here; logging to"):
+        train(cfg, progress=False)
+    assert not (tmp_path / "run" / "tensorboard").exists()
+    assert (tmp_path / "run" / "log.csv").is_file()
+    off = tiny(images, tmp_path / "off", **{"optim.steps": 1, "run.tensorboard": False})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        train(off, progress=False)
+    assert not (tmp_path / "off" / "tensorboard").exists()
+
+
+def test_train_speed_switches_leave_the_result_to_round_off(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flowlearn.irn.speed as speed
+
+    compiled: list[torch.device] = []
+    monkeypatch.setattr(speed, "compile_subnets", lambda model, device: compiled.append(device))
+    base = train(tiny(images, tmp_path / "base", **{"optim.steps": 2}), progress=False)
+    switched = {
+        "optim.steps": 2,
+        "run.channels_last": False,
+        "run.memory_saving": True,
+        "run.compile": True,
+        "data.pin_memory": False,
+    }
+    other = train(tiny(images, tmp_path / "other", **switched), progress=False)
+    assert compiled == [torch.device("cpu")]
+    assert other.losses == pytest.approx(base.losses, rel=1e-5)
+
+    def conv_weight(model: nn.Module) -> torch.Tensor:
+        return next(p for p in model.parameters() if p.dim() == 4 and p.shape[-1] > 1)
+
+    assert not conv_weight(base.model).is_contiguous()  # channels-last by default
+    assert conv_weight(base.model).is_contiguous(memory_format=torch.channels_last)
+    assert conv_weight(other.model).is_contiguous()  # channels_last off: the ordinary layout
+    a, b = base.model.state_dict(), other.model.state_dict()
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-6
