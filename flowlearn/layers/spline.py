@@ -431,7 +431,7 @@ class SplineCoupling(Bijector):
         )
 
     def _params(self, x1: Tensor, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Raw widths, heights, derivatives for every value of `like`: `like.shape + (K,)`..."""
+        """Raw widths, heights `like.shape + (K,)` and derivatives `like.shape + (K - 1,)`."""
         c, k = like.shape[1], self.bins
         out = self.subnet(x1)
         check_subnet_output(self, out, (like.shape[0], (3 * k - 1) * c, *like.shape[2:]))
