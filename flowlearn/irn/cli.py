@@ -7,6 +7,8 @@ r"""`flowlearn irn …`: downscale, upscale, test and train Invertible Rescaling
   (a `_x<s>_lr` ending of the input name is replaced).
 * `flowlearn irn test --model M --data DIR` (or `--bicubic --scale S`) prints per-image and mean
   PSNR/SSIM (RGB and Y) under the paper's protocol; `--json FILE` saves the numbers.
+  `--config test_IRN_x4.yml` reads an original test option file (`load_test_options`): its
+  model, scale, temperature and test sets, each of which the other options override.
 * `flowlearn irn train --config FILE|NAME [--data DIR] [--resume] [--steps N] [--device D]`
   trains from a YAML configuration or a shipped one (`x2`, `x4`, `x8`, `tiny`).
 
@@ -181,6 +183,18 @@ def _cmd_test(args: argparse.Namespace) -> int:
     from flowlearn.irn.evaluate import evaluate_folder, format_table
 
     report = _Reporter("test")
+    sets: dict[str, Path] = {}
+    if args.config is not None:  # an original option file: defaults for the other options
+        try:
+            sets = _test_options(args)
+        except _USER_ERRORS as err:
+            report.error(err)
+            return report.status
+    if args.data is None and not sets:
+        report.error("give --data FOLDER (or --config with a dataroot_GT)")
+        return 2
+    if args.temperature is None:
+        args.temperature = 1.0
     if args.bicubic == (args.model is not None):
         report.error("give exactly one of --model M and --bicubic")
         return 2
@@ -190,24 +204,55 @@ def _cmd_test(args: argparse.Namespace) -> int:
     try:
         model = None if args.bicubic else _model(args)
         scale = args.scale if model is None else model.scale
+        if model is not None and args.blocks not in (None, model.blocks):
+            raise ValueError(
+                f"{args.config}: network_G.block_num is {args.blocks}, the model has {model.blocks}"
+            )
         if args.save_images is not None and not _prepare_out(args.save_images, report):
             return report.status
-        result = evaluate_folder(
-            model,
-            args.data,
-            scale,
-            draws=args.draws,
-            seed=args.seed,
-            temperature=args.temperature,
-            save_images=args.save_images,
-            progress=sys.stderr.isatty(),
-        )
-        print(format_table(result))
+        results = {}
+        for name, folder in ({"data": args.data} if args.data is not None else sets).items():
+            result = evaluate_folder(
+                model,
+                folder,
+                scale,
+                draws=args.draws,
+                seed=args.seed,
+                temperature=args.temperature,
+                save_images=args.save_images,
+                progress=sys.stderr.isatty(),
+            )
+            if args.data is None:
+                print(f"{name}:")
+            print(format_table(result))
+            results[name] = result
         if args.json is not None:
-            _write_json(args.json, result)
+            _write_json(args.json, results["data"] if args.data is not None else results)
     except _USER_ERRORS as err:
         report.error(err)
     return report.status
+
+
+def _test_options(args: argparse.Namespace) -> dict[str, Path]:
+    r"""Fill unset `test` options from an original test option file; its test sets by name."""
+    from flowlearn.irn.config import load_test_options
+
+    options = load_test_options(args.config)
+    if args.scale is None:
+        args.scale = options.scale
+    elif args.scale != options.scale:
+        raise ValueError(f"{args.config} is for x{options.scale}, but --scale {args.scale}")
+    if args.model is None and not args.bicubic:
+        if options.model is None or not options.model.is_file():
+            raise FileNotFoundError(
+                f"{args.config}: path.pretrain_model_G {options.model} does not exist; "
+                "give the weights with --model"
+            )
+        args.model = str(options.model)
+    args.blocks = options.blocks
+    if args.temperature is None:
+        args.temperature = options.temperature
+    return {name: folder for name, folder in options.datasets.items() if folder is not None}
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -296,18 +341,24 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     test = sub.add_parser("test", help="PSNR/SSIM of a folder of HR images (paper protocol)")
     test.add_argument("--model", "-m", help=model_help)
     test.add_argument("--bicubic", action="store_true", help="bicubic baseline (needs --scale)")
-    test.add_argument("--data", required=True, type=Path, help="folder of HR images")
+    test.add_argument("--data", type=Path, help="folder of HR images")
+    test.add_argument(
+        "--config", "-c", help="an original IRN test option file (test_IRN_x4.yml, …)"
+    )
     test.add_argument("--json", type=Path, help="write the results as JSON")
     test.add_argument("--save-images", type=Path, metavar="DIR", help="save LR and SR images")
     test.add_argument("--draws", type=int, default=5, help="z draws averaged (default 5)")
     test.add_argument("--seed", type=int, default=0)
-    test.add_argument("--temperature", type=float, default=1.0)
+    test.add_argument("--temperature", type=float, help="std of z (default 1)")
     common(test)
-    test.set_defaults(func=_cmd_test)
+    test.set_defaults(func=_cmd_test, blocks=None)
 
     tr = sub.add_parser("train", help="train from a YAML configuration")
     tr.add_argument(
-        "--config", "-c", required=True, help="YAML file or shipped name: x2, x4, x8, tiny"
+        "--config",
+        "-c",
+        required=True,
+        help="YAML file, original option file, or shipped name: x2, x4, x8, x4_plus_gan, tiny",
     )
     tr.add_argument("--data", type=Path, help="training images (sets data.train)")
     tr.add_argument("--output", type=Path, help="run folder (sets run.output)")

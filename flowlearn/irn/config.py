@@ -1,6 +1,6 @@
 r"""Training configuration for the Invertible Rescaling Net: a typed schema read from YAML.
 
-A configuration has five sections. Every field, its default and its meaning:
+A configuration has six sections. Every field, its default and its meaning:
 
 `model` — the network (`flowlearn.irn.IRN`):
 
@@ -9,8 +9,8 @@ A configuration has five sections. Every field, its default and its meaning:
   ($\log_2 s$ levels); null means 8 per level as in the paper.
 * `clamp` (float, 1.0): bound of the affine exponent in each InvBlock.
 * `growth` (int, 32): channels added by each convolution of the dense-block subnets.
-* `init` (path or null): weights to start from (a flowlearn checkpoint or an original `.pth`),
-  loaded with `flowlearn.irn.load` before training.
+* `init` (path, shipped model name or null): weights to start from (a flowlearn checkpoint, an
+  original `.pth`, or `x2`/`x4` for a model shipped with flowlearn), loaded before training.
 
 `data` — the training set (`flowlearn.irn.data.IRNTrainSet`):
 
@@ -44,6 +44,31 @@ A configuration has five sections. Every field, its default and its meaning:
   null means $s^2$ (4, 16, 64), the value of the original option files.
 * `lambda_rec` (float, 1.0): weight of the HR reconstruction (Charbonnier) term.
 * `lambda_ce` (float, 1.0): weight of the latent term $\sum z^2$.
+
+`gan` — the IRN+ stage (Xiao et al. 2020, §4.3; `flowlearn.irn.gan`): fine-tune a trained IRN
+(`model.init`) against a discriminator, optionally with a VGG19 perceptual loss. Off while
+`discriminator` is null:
+
+* `discriminator` (null, "vgg128" or "patch"; null): null trains plain IRN. "vgg128" is the
+  original's VGG-style discriminator (`VGGDiscriminator`; `data.patch_size` 128 to 159),
+  "patch" a PatchGAN (`PatchDiscriminator`) that takes any patch of at least
+  $3\cdot 2^\text{patch\_layers}$ pixels.
+* `channels` (int, 64): width of the discriminator's first convolution.
+* `patch_layers` (int, 3): stride-2 convolutions of the patch discriminator (3: 70×70 windows).
+* `loss` ("gan" or "ragan"; "gan"): vanilla or relativistic-average GAN loss.
+* `weight` (float, 1.0): weight of the adversarial term in the IRN's objective (a plain mean).
+* `perceptual_weight` (float, 0.0): weight of the VGG19 conv5_4 feature loss (summed over
+  features, averaged over the batch; 0.01 in the original). Positive values need the ImageNet
+  VGG19 weights on this machine; the run stops at once, with how to get them, when they are not.
+* `vgg_weights` (path or null): torchvision's `vgg19-dcbb9e9d.pth`; null looks in torchvision's
+  cache (`torch.hub.get_dir()/checkpoints`).
+* `lr` (float, 1e-4), `betas` (two floats, [0.9, 0.99]), `weight_decay` (float, 0.0): the
+  discriminator's Adam; it follows the same `optim.milestones` and `optim.gamma` schedule.
+* `d_init_steps` (int, 0): the first steps train the discriminator only.
+* `d_update_ratio` (int, 1): after that, the IRN is updated every this many steps.
+
+In the IRN+ recipe `loss.lambda_ce` is 0 (the adversarial loss replaces the latent term) and
+`loss.lambda_rec` is 0.01.
 
 `run` — where and how:
 
@@ -105,6 +130,7 @@ import dataclasses
 import importlib.resources
 import math
 import os
+import re
 import types
 import typing
 import warnings
@@ -119,13 +145,16 @@ __all__ = [
     "Config",
     "ConfigError",
     "DataConfig",
+    "GanConfig",
     "LossConfig",
     "ModelConfig",
     "OptimConfig",
+    "OriginalTestOptions",
     "RunConfig",
     "apply_overrides",
     "config_from_dict",
     "load_config",
+    "load_test_options",
     "shipped_configs",
 ]
 
@@ -185,6 +214,24 @@ class LossConfig:
 
 
 @dataclass
+class GanConfig:
+    r"""The `gan` section: the IRN+ stage, off while `discriminator` is null."""
+
+    discriminator: str | None = None
+    channels: int = 64
+    patch_layers: int = 3
+    loss: str = "gan"
+    weight: float = 1.0
+    perceptual_weight: float = 0.0
+    vgg_weights: Path | None = None
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    d_init_steps: int = 0
+    d_update_ratio: int = 1
+
+
+@dataclass
 class RunConfig:
     r"""The `run` section: output folder, checkpoints, validation, logging and device."""
 
@@ -208,12 +255,13 @@ class RunConfig:
 
 @dataclass
 class Config:
-    r"""A complete training configuration: `model`, `data`, `optim`, `loss` and `run`."""
+    r"""A complete training configuration: `model`, `data`, `optim`, `loss`, `gan` and `run`."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     @property
@@ -237,6 +285,7 @@ SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "optim": OptimConfig,
     "loss": LossConfig,
+    "gan": GanConfig,
     "run": RunConfig,
 }
 
@@ -400,6 +449,7 @@ def _validate(cfg: Config, where: str) -> None:
         fail("data.workers", "0 or more", d.workers)
     if r.validate_every < 0:
         fail("run.validate_every", "0 (off) or more", r.validate_every)
+    _validate_gan(cfg, fail)
     if list(o.milestones) != sorted(o.milestones):
         fail("optim.milestones", "increasing step numbers", o.milestones)
     if r.device not in DEVICES:
@@ -422,12 +472,53 @@ def _validate(cfg: Config, where: str) -> None:
             )
 
 
+GAN_DISCRIMINATORS = ("vgg128", "patch")
+
+
+def _validate_gan(cfg: Config, fail: typing.Callable[[str, str, Any], typing.NoReturn]) -> None:
+    r"""Check the `gan` section against itself and the patch size."""
+    g, patch = cfg.gan, cfg.data.patch_size
+    if g.discriminator is None:
+        if g.perceptual_weight > 0:
+            fail("gan.perceptual_weight", "0 while gan.discriminator is null", g.perceptual_weight)
+        return
+    if g.discriminator not in GAN_DISCRIMINATORS:
+        fail("gan.discriminator", "null, vgg128 or patch", g.discriminator)
+    if g.loss not in ("gan", "ragan"):
+        fail("gan.loss", "gan or ragan", g.loss)
+    for key, value in [
+        ("gan.channels", g.channels),
+        ("gan.patch_layers", g.patch_layers),
+        ("gan.lr", g.lr),
+        ("gan.d_update_ratio", g.d_update_ratio),
+    ]:
+        if not value > 0:
+            fail(key, "positive", value)
+    for key, value in [
+        ("gan.weight", g.weight),
+        ("gan.perceptual_weight", g.perceptual_weight),
+        ("gan.weight_decay", g.weight_decay),
+        ("gan.d_init_steps", g.d_init_steps),
+    ]:
+        if value < 0:
+            fail(key, "0 or more", value)
+    if g.discriminator == "vgg128" and not 128 <= patch < 160:
+        fail("data.patch_size", "128 to 159 for gan.discriminator vgg128 (or use patch)", patch)
+    if g.discriminator == "patch" and patch < 3 * 2**g.patch_layers:
+        fail(
+            "data.patch_size",
+            f"at least {3 * 2**g.patch_layers} for a patch discriminator with "
+            f"gan.patch_layers = {g.patch_layers}",
+            patch,
+        )
+
+
 def shipped_configs() -> dict[str, Path]:
     r"""The configurations shipped in `flowlearn/irn/configs/`, by short name (`x2`, …, `tiny`).
 
     Examples:
         >>> sorted(shipped_configs())
-        ['tiny', 'x2', 'x4', 'x8']
+        ['tiny', 'x2', 'x4', 'x4_plus_gan', 'x8']
     """
     folder = importlib.resources.files("flowlearn.irn") / "configs"
     found = {}
@@ -484,9 +575,14 @@ def _resolve_paths(raw: Mapping[str, Any], base_dir: Path) -> dict[str, Any]:
     for dotted in _path_keys():
         section, key = dotted.split(".")
         value = out.get(section, {}).get(key) if isinstance(out.get(section), dict) else None
-        if isinstance(value, str):
+        if isinstance(value, str) and not _names_a_model(dotted, value):
             out[section][key] = str(base_dir / Path(value).expanduser())
     return out
+
+
+def _names_a_model(key: str, value: str) -> bool:
+    r"""Whether `value` of `model.init` names a shipped model (`x4`) rather than a file."""
+    return key == "model.init" and re.fullmatch(r"[xX][0-9]+", value.strip()) is not None
 
 
 def apply_overrides(
@@ -525,7 +621,7 @@ def apply_overrides(
         section, dot, name = key.partition(".")
         if not dot or not name:
             raise ConfigError(f"override key {key!r} must look like section.key")
-        if key in _path_keys() and isinstance(value, str):
+        if key in _path_keys() and isinstance(value, str) and not _names_a_model(key, value):
             value = str(Path(value).expanduser().resolve())
         current = out.get(section)
         out[section] = {**(current if isinstance(current, dict) else {}), name: value}
@@ -563,6 +659,65 @@ _ORIGINAL_KEYS = {
     "use_tb_logger": "run.tensorboard",
 }
 
+# IRN+ (`model: IRN+`, options/train/train_IRN+_x4.yml; models/IRNp_model.py) → the `gan` section.
+_ORIGINAL_GAN_KEYS = {
+    "network_D.which_model_D": "gan.discriminator",
+    "network_D.nf": "gan.channels",
+    "train.lr_D": "gan.lr",
+    "train.beta1_D": "gan.betas.0",
+    "train.beta2_D": "gan.betas.1",
+    "train.weight_decay_D": "gan.weight_decay",
+    "train.gan_type": "gan.loss",
+    "train.gan_weight": "gan.weight",
+    "train.feature_weight": "gan.perceptual_weight",
+    "train.D_update_ratio": "gan.d_update_ratio",
+    "train.D_init_iters": "gan.d_init_steps",
+}
+_ORIGINAL_DISCRIMINATORS = {"discriminator_vgg_128": "vgg128"}
+
+# Keys whose value must be what flowlearn implements (null is always accepted); any other value
+# is refused rather than silently trained differently. An empty tuple: only null is accepted.
+_ORIGINAL_ACCEPTED: dict[str, tuple[Any, ...]] = {
+    "model": ("IRN", "IRN+"),
+    "network_G.which_model_G.subnet_type": ("DBNet",),
+    "network_G.which_model_G.use_ConvDownsampling": (False,),
+    "network_G.which_model_G.down_first": (False,),
+    "network_G.in_nc": (3,),
+    "network_G.out_nc": (3,),
+    "network_D.which_model_D": tuple(_ORIGINAL_DISCRIMINATORS),
+    "network_D.in_nc": (3,),
+    "train.lr_scheme": ("MultiStepLR",),
+    "train.warmup_iter": (-1, 0),
+    "train.restarts": (),
+    "train.restart_weights": (),
+    "train.pixel_criterion_forw": ("l2",),
+    "train.pixel_criterion_back": ("l1",),
+    "train.feature_criterion": ("l1",),
+    "train.gan_type": ("gan", "ragan"),
+    "train.gaussian_scale": (1,),
+    "test.gaussian_scale": (),  # read by load_test_options, not by training
+    "path.resume_state": (),  # flowlearn resumes from run.output with --resume
+    "path.pretrain_model_D": (),
+}
+
+
+def _refused(flat: Mapping[str, Any], source: str) -> None:
+    r"""Raise one `ConfigError` listing every value of `_ORIGINAL_ACCEPTED` keys not accepted."""
+    problems = []
+    for key, accepted in _ORIGINAL_ACCEPTED.items():
+        value = flat.get(key)
+        if value is None or any(
+            value == a and isinstance(value, bool) == isinstance(a, bool) for a in accepted
+        ):
+            continue
+        supported = ", ".join(map(repr, accepted)) if accepted else "null only"
+        problems.append(f"{key} = {value!r} (flowlearn implements {supported})")
+    if problems:
+        raise ConfigError(
+            f"{source}: original IRN option values that flowlearn does not implement: "
+            + "; ".join(problems)
+        )
+
 
 def _flatten(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -577,19 +732,26 @@ def _flatten(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def _from_original(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
     r"""Translate an original IRN option file into our schema; warn once about ignored keys."""
     flat = _flatten(raw)
-    out: dict[str, dict[str, Any]] = {}
-    betas: list[Any] = list(OptimConfig().betas)
+    _refused(flat, source)
+    plus = flat.get("model") == "IRN+"
+    keys = {**_ORIGINAL_KEYS, **(_ORIGINAL_GAN_KEYS if plus else {})}
+    if plus:  # IRNp_model.py has no latent term: the adversarial loss plays its role
+        del keys["train.lambda_ce_forw"]
+    out: dict[str, dict[str, Any]] = {"loss": {"lambda_ce": 0.0}} if plus else {}
+    betas = {"optim": list(OptimConfig().betas), "gan": list(GanConfig().betas)}
     ignored = []
     for key, value in flat.items():
-        target = _ORIGINAL_KEYS.get(key)
+        target = keys.get(key)
         if target is None or value is None:
             if value is not None:
                 ignored.append(key)
             continue
-        if target.startswith("optim.betas."):
-            betas[int(target[-1])] = value
-            target = "optim.betas"
-            value = betas
+        if target == "gan.discriminator":
+            value = _ORIGINAL_DISCRIMINATORS[value]
+        if ".betas." in target:
+            section = target.split(".")[0]
+            betas[section][int(target[-1])] = value
+            target, value = f"{section}.betas", betas[section]
         section, name = target.split(".")
         out.setdefault(section, {})[name] = value
     if flat.get("name"):
@@ -602,3 +764,102 @@ def _from_original(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
             stacklevel=3,
         )
     return out
+
+
+@dataclass
+class OriginalTestOptions:
+    r"""What an original IRN *test* option file (`test_IRN_x4.yml`, `test_IRN+_x4.yml`) asks for.
+
+    Attributes:
+        scale: the rescaling factor.
+        model: `path.pretrain_model_G`, the weights to test (resolved against the file's
+            folder), or None.
+        datasets: test set name → folder of HR images (`dataroot_GT`, resolved against the
+            file's folder), or None where the file leaves it to the user (`~`).
+        blocks: `network_G.block_num`, checked against the model when given.
+        temperature: `test.gaussian_scale`, the standard deviation of the sampled latent.
+    """
+
+    scale: int
+    model: Path | None = None
+    datasets: dict[str, Path | None] = field(default_factory=dict)
+    blocks: list[int] | None = None
+    temperature: float = 1.0
+
+
+_TEST_IGNORED = ("name", "suffix", "distortion", "gpu_ids", "use_tb_logger", "network_G.init")
+
+
+def load_test_options(path: str | os.PathLike[str]) -> OriginalTestOptions:
+    r"""Read an original IRN test option file (what `flowlearn irn test --config` takes).
+
+    Mapped: `scale` (and `network_G.scale`), `network_G.block_num`, `path.pretrain_model_G`
+    (the model), `datasets.<key>.name` / `dataroot_GT` (the test sets), `test.gaussian_scale`
+    (the temperature). Refused with a `ConfigError`: a `model` other than IRN / IRN+, a
+    `crop_border` other than null or the scale (the protocol shaves `scale` pixels), other
+    generator architectures. Other keys are listed in one warning and ignored:
+    `dataroot_LQ` among them, since the LR image is always computed from the HR one.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (folder / "t.yml").write_text(
+        ...     "model: IRN+\nscale: 4\ndatasets: {test_1: {name: set5, dataroot_GT: Set5}}\n")
+        >>> opts = load_test_options(folder / "t.yml")
+        >>> opts.scale, opts.datasets == {"set5": folder / "Set5"}
+        (4, True)
+    """
+    file = Path(path).expanduser()
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read option file {file}: {err}".replace("\n", " ")) from err
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{file} is not an option file (a mapping of keys)")
+    flat = _flatten(raw)
+    _refused({k: v for k, v in flat.items() if k != "test.gaussian_scale"}, str(file))
+    base = file.resolve().parent
+    scale = flat.get("scale", flat.get("network_G.scale"))
+    if scale not in SCALES:
+        raise ConfigError(f"{file}: scale must be one of 2, 4, 8, got {scale!r}")
+    border = flat.get("crop_border")
+    if border is not None and border != scale:
+        raise ConfigError(
+            f"{file}: crop_border = {border!r} is refused: flowlearn's protocol shaves the "
+            f"scale ({scale} pixels) off each side, as crop_border: ~ does"
+        )
+    options = OriginalTestOptions(scale=int(scale))
+    used = {"scale", "network_G.scale", "crop_border", "model"}
+    if flat.get("network_G.block_num") is not None:
+        options.blocks = [int(n) for n in flat["network_G.block_num"]]
+    used.add("network_G.block_num")
+    if flat.get("path.pretrain_model_G") is not None:
+        options.model = base / Path(flat["path.pretrain_model_G"]).expanduser()
+    used.add("path.pretrain_model_G")
+    if flat.get("test.gaussian_scale") is not None:
+        options.temperature = float(flat["test.gaussian_scale"])
+    used.add("test.gaussian_scale")
+    sets = raw.get("datasets") or {}
+    for key, entry in sets.items() if isinstance(sets, Mapping) else ():
+        if key == "train" or not isinstance(entry, Mapping):
+            continue
+        name = str(entry.get("name") or key)
+        root = entry.get("dataroot_GT")
+        options.datasets[name] = None if root is None else base / Path(root).expanduser()
+        used.update(f"datasets.{key}.{k}" for k in ("name", "mode", "dataroot_GT"))
+    ignored = sorted(
+        k
+        for k, v in flat.items()
+        if v is not None
+        and k not in used
+        and k not in _ORIGINAL_ACCEPTED
+        and k not in _TEST_IGNORED
+        and not k.startswith("network_G.which_model_G")
+    )
+    if ignored:
+        warnings.warn(
+            f"{file}: original IRN option keys without a counterpart in testing, ignored: "
+            + ", ".join(ignored),
+            stacklevel=2,
+        )
+    return options

@@ -70,6 +70,7 @@ from flowlearn.irn.config import Config, ConfigError
 from flowlearn.irn.data import IRNTrainSet, train_loader
 from flowlearn.irn.evaluate import evaluate_folder
 from flowlearn.irn.fast import accelerate, irn_backward
+from flowlearn.irn.gan import DISCRIMINATOR_TERMS, GENERATOR_TERMS, IRNPlusStage
 from flowlearn.irn.logging_tb import TensorBoardLog, tensorboard_missing, validation_crops
 from flowlearn.irn.model import IRN
 from flowlearn.irn.speed import cpu_has_bf16
@@ -98,6 +99,8 @@ LOG_COLUMNS = (
     "psnr_y_bicubic",
 )
 LOSS_NAMES = ("fit", "distr", "rec", "total")
+GAN_LOSS_NAMES = GENERATOR_TERMS + DISCRIMINATOR_TERMS
+r"""The losses of an IRN+ run (`gan.discriminator` set), logged after `LOG_COLUMNS`."""
 CHECKPOINT_FORMAT = TRAINING_FORMAT  # checkpoint.pt, which flowlearn.irn.checkpoint.load reads
 
 
@@ -257,15 +260,17 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 class _CsvLog:
     r"""The CSV learning curve; on resume, rows past the checkpoint step are dropped."""
 
-    def __init__(self, path: Path, resume_step: int | None) -> None:
-        self.path = path
+    def __init__(
+        self, path: Path, resume_step: int | None, columns: tuple[str, ...] = LOG_COLUMNS
+    ) -> None:
+        self.path, self.columns = path, columns
         rows: list[dict[str, str]] = []
         if resume_step is not None and path.is_file():
             with path.open(newline="") as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
 
         def write(f: Any) -> None:
-            writer = csv.DictWriter(f, LOG_COLUMNS)
+            writer = csv.DictWriter(f, self.columns)
             writer.writeheader()
             writer.writerows(rows)
 
@@ -274,7 +279,7 @@ class _CsvLog:
 
     def append(self, row: dict[str, Any]) -> None:
         with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, LOG_COLUMNS, extrasaction="ignore").writerow(
+            csv.DictWriter(f, self.columns, extrasaction="ignore").writerow(
                 {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
             )
 
@@ -294,7 +299,8 @@ def _build_model(cfg: Config, device: torch.device) -> IRN:
     # and losses stay float32)
     accelerate(model, channels_last=cfg.run.channels_last, bf16=cfg.run.bf16)
     if m.init is not None:
-        model.load_state_dict(load(m.init, scale=m.scale).state_dict())
+        init = m.init if m.init.exists() else str(m.init)  # "x4": the shipped model
+        model.load_state_dict(load(init, scale=m.scale).state_dict())
     return model.to(device)
 
 
@@ -383,6 +389,12 @@ def _train(
             f"{out} already holds a run ({ckpt_path.name}); resume it (--resume) "
             "or choose another run.output"
         )
+    plus = None
+    if cfg.gan.discriminator is not None:  # IRN+; missing VGG weights stop the run here
+        if world > 1:
+            raise ConfigError("IRN+ (gan.discriminator) trains in one process, not under torchrun")
+        plus = IRNPlusStage(cfg, device)
+    loss_names = LOSS_NAMES if plus is None else GAN_LOSS_NAMES
     out.mkdir(parents=True, exist_ok=True)
 
     dataset = IRNTrainSet(
@@ -414,6 +426,14 @@ def _train(
         z_generator.set_state(state["z_generator"])
         _set_rng_state(state["rng"])
         step, seconds = int(state["step"]), float(state["seconds"])
+        if ("gan" in state) != (plus is not None):
+            was = state["config"].get("gan", {}).get("discriminator")
+            raise TrainingError(
+                f"{ckpt_path} is {'an IRN+' if 'gan' in state else 'a plain IRN'} run; resume "
+                f"it with gan.discriminator as it was ({was})"
+            )
+        if plus is not None:
+            plus.load_state_dict(state["gan"])
     objective = None
     if world > 1:  # the rank's part of the batch in one piece: DDP hooks one backward pass
         objective = processes.wrap(
@@ -428,7 +448,11 @@ def _train(
     if main:
         with atomic_write(out / "config.yaml") as tmp:
             tmp.write_text(yaml.safe_dump(cfg.to_dict()))
-        log = _CsvLog(log_path, step if resume else None)
+        log = _CsvLog(
+            log_path,
+            step if resume else None,
+            LOG_COLUMNS + tuple(n for n in loss_names if n not in LOSS_NAMES),
+        )
         missing = tensorboard_missing() if cfg.run.tensorboard else None
         if missing:
             warnings.warn(f"run.tensorboard: {missing}; logging to {log_path} only", stacklevel=2)
@@ -454,6 +478,8 @@ def _train(
             "rng": _rng_state(),
             "config": cfg.to_dict(),
         }
+        if plus is not None:  # the discriminator, its optimiser and schedule
+            state["gan"] = plus.state_dict()
         with atomic_write(ckpt_path) as tmp:
             torch.save(state, tmp)
 
@@ -462,7 +488,7 @@ def _train(
     validating = r.validation is not None and r.validate_every > 0
     bicubic: dict[str, float] = {}
     result = TrainResult(model, step, out, ckpt_path, model_path, log_path, rank=processes.rank)
-    sums = dict.fromkeys(LOSS_NAMES, 0.0)
+    sums = dict.fromkeys(loss_names, 0.0)
     count = 0
     pin = cfg.data.pin_memory and device.type == "cuda"
     loader = train_loader(
@@ -488,7 +514,9 @@ def _train(
             hr, lr_ref = next(batches)
             hr, lr_ref = hr.to(device, non_blocking=pin), lr_ref.to(device, non_blocking=pin)
             optimizer.zero_grad(set_to_none=True)
-            if objective is None:
+            if plus is not None:  # IRN+: the IRN's gradients (after D's warm-up), then D's
+                losses: Any = plus.backward(model, hr, lr_ref, step=step + 1, generator=z_generator)
+            elif objective is None:
                 losses = irn_backward(
                     model,
                     hr,
@@ -508,21 +536,26 @@ def _train(
                     part=part,
                     generator=z_generator,
                 )
-            values = {name: float(getattr(losses, name).detach()) for name in LOSS_NAMES}
+            values = {name: float(getattr(losses, name).detach()) for name in loss_names}
             values = processes.mean(values)  # the global batch's (the same on every rank)
             if not math.isfinite(values["total"]):
                 _fail(f"the loss is {values['total']} ({_fmt(values)})", step + 1, ckpt_path)
+            if plus is not None and not math.isfinite(values["d_total"]):
+                problem = f"the discriminator's loss is {values['d_total']} ({_fmt(values)})"
+                _fail(problem, step + 1, ckpt_path)
             norm = clip_gradients(model.parameters(), o.grad_clip)
             if not math.isfinite(norm):
                 _fail(f"the gradient norm is {norm} ({_fmt(values)})", step + 1, ckpt_path)
             lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             scheduler.step()
+            if plus is not None:
+                plus.step()  # the discriminator's Adam and schedule
             step += 1
             seconds = time.perf_counter() - started
             norms, step_seconds = norms + norm, step_seconds + time.perf_counter() - tick
             result.losses.append(values["total"])
-            for name in LOSS_NAMES:
+            for name in loss_names:
                 sums[name] += values[name]
             count += 1
             bar.update(1)
@@ -565,7 +598,7 @@ def _train(
                         seconds_per_step=step_seconds / count,
                         batch_size=cfg.data.batch_size,
                     )
-                sums, count = dict.fromkeys(LOSS_NAMES, 0.0), 0
+                sums, count = dict.fromkeys(loss_names, 0.0), 0
                 norms, step_seconds = 0.0, 0.0
             checkpoint_step = step % r.checkpoint_every == 0 or step == end
             if checkpoint_step and main:

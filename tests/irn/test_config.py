@@ -13,8 +13,10 @@ from flowlearn.irn.config import (
     apply_overrides,
     config_from_dict,
     load_config,
+    load_test_options,
     shipped_configs,
 )
+from tests.conftest import shared_path
 
 ORIGINAL_X4 = """
 name: IRN_x4_custom
@@ -103,7 +105,7 @@ def test_load_config_shipped_recipe_values(scale: int) -> None:
 
 
 def test_shipped_configs_lists_every_file() -> None:
-    assert sorted(shipped_configs()) == ["tiny", "x2", "x4", "x8"]
+    assert sorted(shipped_configs()) == ["tiny", "x2", "x4", "x4_plus_gan", "x8"]
     assert all(path.is_file() for path in shipped_configs().values())
 
 
@@ -130,7 +132,7 @@ def test_load_config_unknown_key_names_key_and_valid_keys(tmp_path: Path) -> Non
 
 
 def test_load_config_unknown_section_names_valid_sections(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"'training'.*model, data, optim, loss, run"):
+    with pytest.raises(ConfigError, match=r"'training'.*model, data, optim, loss, gan, run"):
         load_config(write(tmp_path, "training: {steps: 3}\n"))
 
 
@@ -161,7 +163,9 @@ def test_load_config_reads_exponent_strings_as_floats(tmp_path: Path) -> None:
 
 
 def test_load_config_missing_file_lists_shipped_names() -> None:
-    with pytest.raises(ConfigError, match=r"no configuration file 'nope\.yaml'.*tiny, x2, x4, x8"):
+    with pytest.raises(
+        ConfigError, match=r"no configuration file 'nope\.yaml'.*tiny, x2, x4, x4_plus_gan, x8"
+    ):
         load_config("nope.yaml")
 
 
@@ -264,3 +268,183 @@ def test_load_config_training_switches_defaults_and_original_tb_logger(tmp_path:
         warnings.simplefilter("ignore")
         assert load_config(write(tmp_path, off, "train_IRN_x4.yml")).run.tensorboard is False
         assert load_config(write(tmp_path, ORIGINAL_X4, "on.yml")).run.tensorboard is True
+
+
+# ------------------------------------------------------------------ the original option files
+
+ORIGINAL_FILES = [
+    "train_IRN_x2.yml",
+    "train_IRN_x4.yml",
+    "train_IRN_x8.yml",
+    "train_IRN+_x4.yml",
+    "test_IRN_x2.yml",
+    "test_IRN_x4.yml",
+    "test_IRN_x8.yml",
+    "test_IRN+_x4.yml",
+]
+
+
+@pytest.mark.parametrize("name", ORIGINAL_FILES)
+def test_original_option_files_are_read(name: str) -> None:
+    path = shared_path("fixtures", "irn_options", name)
+    scale = int(name.split("_x")[1][0])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if name.startswith("train"):
+            cfg = load_config(path)
+            assert (cfg.model.scale, cfg.model.blocks) == (scale, [8] * (scale.bit_length() - 1))
+        else:
+            options = load_test_options(path)
+            assert options.scale == scale and options.blocks == [8] * (scale.bit_length() - 1)
+            folder = path.resolve().parent  # relative paths: from the option file's folder
+            assert options.model == folder / ".." / "experiments" / "pretrained_models" / (
+                name.removeprefix("test_").replace(".yml", ".pth")
+            )
+            assert list(options.datasets) == ["set5", "set14", "B100", "Urban100", "val_DIV2K"]
+            assert set(options.datasets.values()) == {None}  # left to the user
+    assert len(caught) <= 1  # at most one warning, listing the ignored keys
+
+
+def test_original_irn_plus_option_file_maps_the_gan_section() -> None:
+    path = shared_path("fixtures", "irn_options", "train_IRN+_x4.yml")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cfg = load_config(path)
+    g = cfg.gan
+    assert (g.discriminator, g.channels, g.loss, g.weight) == ("vgg128", 64, "gan", 1.0)
+    assert (g.perceptual_weight, g.lr, g.betas, g.weight_decay) == (0.01, 1e-4, (0.9, 0.99), 0)
+    assert (g.d_init_steps, g.d_update_ratio) == (5000, 1)
+    assert (cfg.lambda_fit, cfg.loss.lambda_rec, cfg.loss.lambda_ce) == (16.0, 0.01, 0.0)
+    assert (cfg.optim.lr, cfg.optim.milestones, cfg.optim.steps) == (
+        1e-4,
+        [50000, 100000, 200000, 300000],
+        400000,
+    )
+    assert (cfg.data.patch_size, cfg.data.batch_size) == (144, 16)
+    assert cfg.model.init is not None and cfg.model.init.name == "IRN_x4.pth"
+    message = str(caught[0].message)
+    assert "train.lr_D" not in message and "network_D.nf" not in message
+    assert "network_D.which_model_D" not in message and "train.D_init_iters" not in message
+
+
+def test_original_irn_option_file_keeps_gan_off_and_the_latent_term() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = load_config(shared_path("fixtures", "irn_options", "train_IRN_x4.yml"))
+    assert cfg.gan.discriminator is None and cfg.loss.lambda_ce == 1.0
+
+
+def test_original_option_values_not_implemented_are_refused(tmp_path: Path) -> None:
+    text = shared_path("fixtures", "irn_options", "train_IRN+_x4.yml").read_text()
+    text = text.replace("gan_type: gan", "gan_type: lsgan")
+    text = text.replace("lr_scheme: MultiStepLR", "lr_scheme: CosineAnnealingLR_Restart")
+    text = text.replace("resume_state: ~", "resume_state: ../state/5000.state")
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text, "train_IRN+_x4.yml"))
+    message = str(caught.value)
+    assert "train.gan_type = 'lsgan' (flowlearn implements 'gan', 'ragan')" in message
+    assert "train.lr_scheme = 'CosineAnnealingLR_Restart'" in message
+    assert "path.resume_state = '../state/5000.state' (flowlearn implements null only)" in message
+
+
+def test_gan_section_values_are_checked() -> None:
+    with pytest.raises(ConfigError, match=r"data\.patch_size.*128 to 159 for gan"):
+        load_config("x4_plus_gan", overrides=["data.patch_size=64"])
+    with pytest.raises(ConfigError, match=r"data\.patch_size.*at least 24 for a patch"):
+        load_config("x4_plus_gan", overrides=["gan.discriminator=patch", "data.patch_size=16"])
+    with pytest.raises(ConfigError, match=r"gan\.loss.*gan or ragan, got 'wgan'"):
+        load_config("x4_plus_gan", overrides=["gan.loss=wgan"])
+    with pytest.raises(ConfigError, match=r"gan\.perceptual_weight.*0 while gan\.discriminator"):
+        load_config("x4", overrides=["gan.perceptual_weight=0.01"])
+    cfg = load_config("x4_plus_gan", overrides=["gan.loss=ragan"])
+    assert cfg.gan.loss == "ragan" and cfg.model.init == Path("x4")  # a shipped model name
+
+
+def test_test_options_map_and_refuse(tmp_path: Path) -> None:
+    text = (
+        "model: IRN+\nscale: 4\ncrop_border: ~\ntest: {gaussian_scale: 0.8}\n"
+        "datasets: {test_1: {name: set5, dataroot_GT: Set5, dataroot_LQ: Set5_LR}}\n"
+        "network_G: {block_num: [8, 8], scale: 4}\npath: {pretrain_model_G: w/IRN+_x4.pth}\n"
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        options = load_test_options(write(tmp_path, text, "test.yml"))
+    assert options.datasets == {"set5": tmp_path / "Set5"}
+    assert (options.temperature, options.model) == (0.8, tmp_path / "w" / "IRN+_x4.pth")
+    assert "datasets.test_1.dataroot_LQ" in str(caught[0].message)
+    with pytest.raises(ConfigError, match=r"crop_border = 0 is refused"):
+        load_test_options(write(tmp_path, text.replace("crop_border: ~", "crop_border: 0")))
+    with pytest.raises(ConfigError, match=r"model = 'SRGAN'"):
+        load_test_options(write(tmp_path, text.replace("model: IRN+", "model: SRGAN")))
+
+
+def _tiny_images(folder: Path, size: int, count: int = 2) -> Path:
+    import torch
+
+    from flowlearn.images.io import write_image
+
+    g = torch.Generator().manual_seed(0)
+    for i in range(count):
+        coarse = torch.rand(1, 3, size // 8, size // 8, generator=g)
+        image = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic")
+        write_image(folder / f"{i}.png", image[0].clamp(0, 1))
+    return folder
+
+
+@pytest.mark.parametrize("name", [n for n in ORIGINAL_FILES if n.startswith("test")])
+def test_cli_test_accepts_original_test_option_files(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import torch
+
+    from flowlearn import IRN
+    from flowlearn.cli import main
+    from flowlearn.irn.checkpoint import to_official
+
+    path = shared_path("fixtures", "irn_options", name)
+    scale = int(name.split("_x")[1][0])
+    assert main(["irn", "test", "--config", str(path), "--data", str(tmp_path)]) == 1
+    assert "path.pretrain_model_G" in capsys.readouterr().err  # the authors' placeholder
+    net = IRN(scale, blocks=[8] * (scale.bit_length() - 1), growth=2)
+    torch.save(to_official(net), tmp_path / "weights.pth")
+    data = _tiny_images(tmp_path / "hr", 32, count=1)
+    argv = ["irn", "test", "--config", str(path), "--model", str(tmp_path / "weights.pth")]
+    assert main([*argv, "--data", str(data), "--draws", "1", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert f"×{scale}" in out and "mean" in out
+
+
+@pytest.mark.parametrize("name", [n for n in ORIGINAL_FILES if n.startswith("train")])
+def test_cli_train_accepts_original_train_option_files(name: str, tmp_path: Path) -> None:
+    import torch
+
+    from flowlearn import IRN
+    from flowlearn.cli import main
+    from flowlearn.irn.checkpoint import to_official
+
+    path = shared_path("fixtures", "irn_options", name)
+    scale = int(name.split("_x")[1][0])
+    levels = scale.bit_length() - 1
+    blocks = f"[{', '.join(['1'] * levels)}]"
+    data = _tiny_images(tmp_path / "hr", 160, count=1)
+    argv = ["irn", "train", "--config", str(path), "--data", str(data), "--quiet"]
+    argv += ["--output", str(tmp_path / "run"), "--steps", "1", "--device", "cpu"]
+    for setting in (
+        f"model.blocks={blocks}",
+        "model.growth=2",
+        "data.batch_size=2",
+        "data.workers=0",
+        "run.tensorboard=false",
+        "run.validate_every=0",
+    ):
+        argv += ["--set", setting]
+    if "IRN+" in name:  # the original's 144x144 patches and VGG-style discriminator
+        torch.save(to_official(IRN(4, blocks=[1, 1], growth=2)), tmp_path / "IRN_x4.pth")
+        argv += ["--set", f"model.init={tmp_path / 'IRN_x4.pth'}", "--set", "gan.channels=2"]
+        argv += ["--set", "gan.perceptual_weight=0"]  # no VGG19 weights here
+    else:
+        argv += ["--set", f"data.patch_size={4 * scale}"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(argv) == 0
+    assert (tmp_path / "run" / "model.pt").is_file()
