@@ -244,6 +244,7 @@ def check_bijector(
         >>> report.ok
         True
     """
+    _require_bijector(layer, x)
     default_rt, default_ld = _TOLERANCES.get(x.dtype, (1e-3, 1e-2))
     x_scale = max(1.0, float(x.detach().abs().max())) if x.numel() else 1.0
     report = CheckReport(
@@ -318,6 +319,18 @@ def check_bijector(
     if report.grads_finite is False:
         report.failures.append("gradients of the log-det are not finite")
     return report
+
+
+def _require_bijector(layer: object, x: object) -> None:
+    r"""Refuse, in one message, what cannot be checked: a non-bijector or a non-tensor input."""
+    if not (callable(layer) and callable(getattr(layer, "inverse", None))):
+        raise TypeError(
+            f"expected a Bijector (a module with forward(x) -> (y, logdet) and "
+            f"inverse(y) -> (x, logdet), such as a subclass of flowlearn.core.Bijector), got "
+            f"{type(layer).__name__}; wrap a plain nn.Module in a coupling layer to check it"
+        )
+    if not isinstance(x, Tensor):
+        raise TypeError(f"expected the input batch x as a torch.Tensor, got {type(x).__name__}")
 
 
 def assert_bijector(

@@ -167,6 +167,7 @@ def run_demo(
     scales: Sequence[int] = (2, 4),
     seed: int = 0,
     log: Callable[[str], None] = lambda message: None,
+    overwrite: bool = False,
 ) -> DemoResult:
     r"""Run the demo (see the module docstring) and return the metrics and the files written.
 
@@ -177,10 +178,12 @@ def run_demo(
             `skipped` and through `log`).
         seed: seed of the generator that draws $z$.
         log: receives one progress message at a time.
+        overwrite: replace files of these names already in `out` (never the input image).
 
     Raises:
         ImageError: the image cannot be read (a `ValueError`).
-        DemoError: no requested scale has a shipped model, or the image is too small.
+        DemoError: no requested scale has a shipped model, the image is too small, an output
+            would replace the input, or (without `overwrite`) an output file exists.
         OSError: the output folder cannot be written.
     """
     started = time.perf_counter()
@@ -219,6 +222,15 @@ def run_demo(
     if h * w > 1024 * 1024:
         log(f"note: {w}×{h} is a large image; on a CPU this takes minutes (crop it to try faster)")
     out = Path(out)
+    kinds = ("irn_lr", "irn_sr", "bicubic_lr", "bicubic_sr")
+    names = ["demo.png", "hr.png"] + [f"x{s}_{kind}.png" for s in models for kind in kinds]
+    for target in (out / name for name in names):  # checked before anything is written
+        if target.resolve() == path.resolve():
+            raise DemoError(f"{target} is the input image; choose another --out folder")
+        if target.exists() and not overwrite:
+            raise DemoError(
+                f"{target} exists; pass --overwrite to replace it, or choose another --out folder"
+            )
     out.mkdir(parents=True, exist_ok=True)
     result.files.append(write_image(out / "hr.png", hr))
     panels: dict[int, dict[str, Tensor]] = {}
@@ -266,6 +278,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="scales to show, from 2, 4, 8 (default: 2 4)",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of z (default 0)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace files already in the output folder"
+    )
     parser.set_defaults(func=command)
 
 
@@ -280,7 +295,14 @@ def command(args: argparse.Namespace) -> int:
         print(f"flowlearn demo: {message}", file=sys.stderr, flush=True)
 
     try:
-        result = run_demo(args.image, out=args.out, scales=args.scales, seed=args.seed, log=log)
+        result = run_demo(
+            args.image,
+            out=args.out,
+            scales=args.scales,
+            seed=args.seed,
+            log=log,
+            overwrite=args.overwrite,
+        )
     except (ValueError, OSError) as err:  # ImageError, DemoError, CheckpointError; file system
         text = " ".join(str(err).split()) or type(err).__name__
         print(f"flowlearn demo: error: {text}", file=sys.stderr)

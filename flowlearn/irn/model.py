@@ -108,6 +108,10 @@ class IRN(FlowSequential):
             )
         if channels < 1 or growth < 1:
             raise ValueError(f"IRN: channels and growth must be positive, got {channels}, {growth}")
+        if isinstance(clamp, bool) or not isinstance(clamp, (int, float)) or not clamp > 0:
+            raise ValueError(f"IRN: clamp must be a number > 0, got {clamp!r}")
+        if not math.isfinite(clamp):
+            raise ValueError(f"IRN: clamp must be finite, got {clamp!r}")
         subnet = dense_block(growth=growth)
         operations: list[Bijector] = []
         current = channels
@@ -154,7 +158,7 @@ class IRN(FlowSequential):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """HR `(B, 3, H, W)` → `[LR, z]` `(B, 3s², H/s, W/s)`; log-det `(B,)`."""
-        check_rank(self, x, (4,))
+        self._check_input(x, "forward", "an HR image")
         check_channels(self, x, self.channels)
         check_even_spatial(self, x, self.scale)
         return super().forward(x)
@@ -164,6 +168,44 @@ class IRN(FlowSequential):
         check_rank(self, y, (4,))
         check_channels(self, y, self.channels * self.scale**2)
         return super().inverse(y)
+
+    def _check_input(
+        self, x: Tensor, method: str, what: str, *, in_unit_range: bool = False
+    ) -> None:
+        r"""Refuse what the network would silently turn into nonsense; converts nothing.
+
+        `x` must be a `(B, C, H, W)` tensor with $B \geq 1$, of the weights' floating dtype, and
+        finite; with `in_unit_range`, its values must look like [0, 1] images (within
+        [-0.5, 1.5], which allows the overshoot of bicubic resampling but not 0-255 values).
+        """
+        where = f"IRN.{method}"
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{where}: expected {what} as a torch.Tensor, got {type(x).__name__}")
+        check_rank(self, x, (4,))
+        weight = next(self.parameters(), None)
+        dtype = torch.get_default_dtype() if weight is None else weight.dtype
+        if not x.is_floating_point():
+            raise TypeError(
+                f"{where}: expected {what} as {dtype} in [0, 1], got {x.dtype}; convert, "
+                "e.g. x.to(torch.float32) / 255 for 8-bit images"
+            )
+        if x.dtype != dtype:
+            raise TypeError(
+                f"{where}: the input is {x.dtype} but the weights are {dtype}; convert one of "
+                f"them (x.to({dtype}) or net.to({x.dtype}))"
+            )
+        if x.shape[0] == 0:
+            raise ValueError(f"{where}: the batch is empty (shape {tuple(x.shape)})")
+        if not bool(torch.isfinite(x).all()):
+            bad = int((~torch.isfinite(x)).sum())
+            raise ValueError(f"{where}: {what} hold {bad} NaN or infinite values; expected finite")
+        if in_unit_range:
+            low, high = float(x.amin()), float(x.amax())
+            if low < -0.5 or high > 1.5:
+                raise ValueError(
+                    f"{where}: expected {what} with values in [0, 1], got values in "
+                    f"[{low:g}, {high:g}] (for 0-255 images divide by 255)"
+                )
 
     # ----------------------------------------------------------------------------- rescaling
 
@@ -199,6 +241,7 @@ class IRN(FlowSequential):
 
         Gradients pass the rounding unchanged (straight-through, as in training).
         """
+        self._check_input(hr, "downscale", "HR images", in_unit_range=True)
         lr, _ = self.split(self(hr)[0])
         return quantize_8bit(lr, straight_through=True)
 
@@ -217,8 +260,17 @@ class IRN(FlowSequential):
             temperature: standard deviation $T$ of z (0 gives the mode $z = 0$).
             generator: random generator for z (on the device of `lr`), for repeatable draws.
         """
-        check_rank(self, lr, (4,))
+        self._check_input(lr, "upscale", "LR images", in_unit_range=True)
         check_channels(self, lr, self.channels)
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+            raise TypeError(f"IRN.upscale: temperature must be a number, got {temperature!r}")
+        if not (math.isfinite(temperature) and temperature >= 0):
+            raise ValueError(f"IRN.upscale: temperature must be finite and >= 0, got {temperature}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"IRN.upscale: generator must be a torch.Generator or None, got "
+                f"{type(generator).__name__} (for a seed s: torch.Generator().manual_seed(s))"
+            )
         z = torch.randn(
             self.latent_shape(lr.shape), generator=generator, device=lr.device, dtype=lr.dtype
         )
