@@ -167,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in words or os.environ.get("FLOWLEARN_DEBUG", "") not in ("", "0")
     words = [w for w in words if w != "--debug"]
+    if debug:  # for the subcommands that report their own errors
+        os.environ["FLOWLEARN_DEBUG"] = "1"
     name = "flowlearn"
     try:
         args = build_parser().parse_args(words)

@@ -528,6 +528,37 @@ def shipped_configs() -> dict[str, Path]:
     return found
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    r"""`yaml.SafeLoader` that refuses a key given twice in one mapping (YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, typing.Hashable) and key in seen:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}; give each key once", mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(file: Path, what: str) -> Any:
+    r"""The YAML document in `file` (None when empty), with duplicate keys refused."""
+    try:
+        return yaml.load(file.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read {what} {file}: {_yaml_problem(err)}") from None
+
+
+def _yaml_problem(err: Exception) -> str:
+    r"""One line for a YAML error: the problem and its line, without the quoted source."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem and err.problem_mark is not None:
+        return f"{err.problem} (line {err.problem_mark.line + 1})"
+    return " ".join(str(err).split())
+
+
 def load_config(
     path: str | os.PathLike[str], *, overrides: Iterable[str] | Mapping[str, Any] = ()
 ) -> Config:
@@ -557,16 +588,40 @@ def load_config(
                 + ", ".join(sorted(shipped))
             )
         file, base_dir = shipped[name], None
-    try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"cannot read configuration {file}: {err}".replace("\n", " ")) from err
-    if isinstance(raw, Mapping) and ("network_G" in raw or "datasets" in raw):
+    raw = _read_yaml(file, "configuration")
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(
+            f"{file} is not a configuration: its top level is a {type(raw).__name__}, not a "
+            "mapping of sections (model:, data:, optim:, loss:, gan:, run:)"
+        )
+    if "network_G" in raw or "datasets" in raw:
         raw = _from_original(raw, str(file))
-    if isinstance(raw, Mapping) and base_dir is not None:
+    if base_dir is not None:
         raw = _resolve_paths(raw, base_dir)
-    raw = apply_overrides(raw, overrides)
-    return config_from_dict(raw, source=str(file))
+    merged = apply_overrides(raw, overrides)
+    try:
+        return config_from_dict(merged, source=str(file))
+    except ConfigError:
+        if not overrides or not _is_valid(raw):
+            raise
+    # the file alone is valid: an override is to blame, and the message says so
+    where = "the overrides" if isinstance(overrides, Mapping) else "--set"
+    try:
+        return config_from_dict(merged, source=where)
+    except ConfigError as err:
+        if where in str(err):
+            raise
+        raise ConfigError(f"{err} (a value given with {where})") from None
+
+
+def _is_valid(raw: Mapping[str, Any]) -> bool:
+    try:
+        config_from_dict(raw)
+    except ConfigError:
+        return False
+    return True
 
 
 def _resolve_paths(raw: Mapping[str, Any], base_dir: Path) -> dict[str, Any]:
@@ -615,7 +670,15 @@ def apply_overrides(
             key, sep, value = text.partition("=")
             if not sep:
                 raise ConfigError(f"override {text!r} must look like section.key=value")
-            pairs.append((key.strip(), yaml.safe_load(value)))
+            try:
+                parsed = yaml.load(value, Loader=_UniqueKeyLoader)
+            except yaml.YAMLError as err:
+                problem = _yaml_problem(err)
+                raise ConfigError(
+                    f"--set {text!r}: the value is not valid YAML ({problem}); quote it, "
+                    "e.g. --set 'data.train=\"my folder\"'"
+                ) from None
+            pairs.append((key.strip(), parsed))
         items = pairs
     for key, value in items:
         section, dot, name = key.partition(".")
@@ -810,10 +873,7 @@ def load_test_options(path: str | os.PathLike[str]) -> OriginalTestOptions:
         (4, True)
     """
     file = Path(path).expanduser()
-    try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f"cannot read option file {file}: {err}".replace("\n", " ")) from err
+    raw = _read_yaml(file, "option file") or {}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{file} is not an option file (a mapping of keys)")
     flat = _flatten(raw)

@@ -24,6 +24,11 @@ A run folder (`run.output`) holds:
 A non-finite loss or gradient norm stops the run with a `TrainingError` naming the step, before
 any weight is changed; the last checkpoint on disk is the last good state.
 
+Ctrl-C (SIGINT) lets the step in progress finish, writes `checkpoint.pt` of that step and
+raises `TrainingInterrupted` (a `KeyboardInterrupt`); `resume=True` then goes on exactly as if
+never stopped. A second Ctrl-C stops at once. While a run trains, it holds a lock on
+`run.output/.lock` (`filelock`), so a second run into the same folder fails at once.
+
 With `run.tensorboard` (and the `tensorboard` package), the losses, learning rate, gradient
 norm, step time, validation results and image crops also go to TensorBoard event files in
 `tensorboard/` (`flowlearn.irn.logging_tb`).
@@ -49,6 +54,9 @@ import csv
 import math
 import os
 import random
+import signal
+import sys
+import threading
 import time
 import warnings
 from collections import Counter
@@ -60,6 +68,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from filelock import FileLock, Timeout
 from torch import nn
 from tqdm import tqdm
 
@@ -79,6 +88,7 @@ __all__ = [
     "LOG_COLUMNS",
     "TrainResult",
     "TrainingError",
+    "TrainingInterrupted",
     "clip_gradients",
     "irn_optimizer",
     "resolve_device",
@@ -106,6 +116,65 @@ CHECKPOINT_FORMAT = TRAINING_FORMAT  # checkpoint.pt, which flowlearn.irn.checkp
 
 class TrainingError(RuntimeError):
     r"""A training run that cannot start or continue (existing run, non-finite loss, …)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    r"""Training stopped by Ctrl-C (SIGINT) after the checkpoint of the last finished step.
+
+    Attributes:
+        step: the step saved in `checkpoint`.
+        checkpoint: the path of `checkpoint.pt`.
+    """
+
+    def __init__(self, step: int, checkpoint: Path) -> None:
+        super().__init__(f"checkpoint of step {step} in {checkpoint}; continue with --resume")
+        self.step, self.checkpoint = step, checkpoint
+
+
+class _StopRequest:
+    r"""Turns the first SIGINT into a request to stop after the current step (main thread only).
+
+    A second SIGINT raises `KeyboardInterrupt` at once. The previous handler is restored on exit.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(
+            "\ninterrupted: finishing the current step and saving a checkpoint "
+            "(Ctrl-C again to stop at once)",
+            file=sys.stderr,
+        )
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _run_lock(out: Path, main: bool) -> FileLock | None:
+    r"""Lock the run folder `out` (rank 0 only); fail at once if another run holds it."""
+    if not main:
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(out / ".lock", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise TrainingError(
+            f"another training run is using {out} (it holds {out / '.lock'}); wait for it to "
+            "finish or choose another run.output"
+        ) from None
+    return lock
 
 
 @dataclass
@@ -332,16 +401,24 @@ def train(
             with another model/training set, or a non-finite loss/gradient (naming the step).
     """
     processes = distributed.start(resolve_device(config.run.device))
+    lock = None
     try:
-        return _train(
-            config,
-            processes,
-            resume=resume,
-            progress=progress,
-            max_steps=max_steps,
-            max_seconds=max_seconds,
-        )
+        out = Path(config.run.output)
+        if not resume or out.is_dir():
+            lock = _run_lock(out, processes.main)
+        with _StopRequest() as stop:
+            return _train(
+                config,
+                processes,
+                resume=resume,
+                progress=progress,
+                max_steps=max_steps,
+                max_seconds=max_seconds,
+                stop=stop,
+            )
     finally:
+        if lock is not None:
+            lock.release()
         processes.close()
 
 
@@ -353,6 +430,7 @@ def _train(
     progress: bool,
     max_steps: int | None,
     max_seconds: float | None,
+    stop: _StopRequest,
 ) -> TrainResult:
     device, main, world = processes.device, processes.main, processes.world_size
     if config.run.world_size not in (None, world):
@@ -417,7 +495,13 @@ def _train(
     z_generator = torch.Generator(device=device).manual_seed(cfg.data.seed + 1)
     step, seconds = 0, 0.0
     if resume:
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated, empty or not a checkpoint at all
+            raise TrainingError(
+                f"cannot read {ckpt_path} ({type(err).__name__}: {_first_line(err)}); it is "
+                "damaged: restore it from a copy, or remove the run folder and start again"
+            ) from None
         _check_resumable(state, cfg, len(dataset), ckpt_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -510,6 +594,11 @@ def _train(
     call_started = time.perf_counter()
     try:
         while step < end:
+            if processes.any(stop.requested):  # Ctrl-C: the last finished step is kept
+                if main:
+                    save_checkpoint()
+                processes.barrier()
+                raise TrainingInterrupted(step, ckpt_path)
             tick = time.perf_counter()
             hr, lr_ref = next(batches)
             hr, lr_ref = hr.to(device, non_blocking=pin), lr_ref.to(device, non_blocking=pin)
@@ -616,6 +705,10 @@ def _train(
     accelerate(model, channels_last=cfg.run.channels_last, bf16=False)
     model.eval()
     return result
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0]
 
 
 def _fmt(values: dict[str, float]) -> str:
