@@ -211,7 +211,8 @@ def test_train_with_perceptual_loss_and_no_weights_stops_at_once(
     cfg = tiny_plus(images, tmp_path / "run", **{"gan.perceptual_weight": 0.01})
     with pytest.raises(VGGWeightsMissingError):
         train(cfg, progress=False)
-    assert not (tmp_path / "run").exists()  # nothing started
+    written = [p.name for p in (tmp_path / "run").glob("*")]  # nothing started: no run files
+    assert not {"config.yaml", "checkpoint.pt", "log.csv"} & set(written)
     argv = ["irn", "train", "--config", "tiny", "--data", str(images)]
     argv += ["--output", str(tmp_path / "cli"), "--quiet", "--set", "gan.discriminator=patch"]
     argv += ["--set", "gan.perceptual_weight=0.01", "--set", "loss.lambda_ce=0"]
@@ -325,7 +326,7 @@ def test_train_resume_refuses_to_switch_between_irn_and_irn_plus(
     cfg = tiny_plus(images, tmp_path / "run", **{"optim.steps": 1})
     train(cfg, progress=False)
     plain = tiny_plus(images, tmp_path / "run", **{"optim.steps": 2, "gan.discriminator": None})
-    with pytest.raises(TrainingError, match="is an IRN\\+ run; resume it with gan.discriminator"):
+    with pytest.raises(TrainingError, match=r"is an IRN\+ run; resume it with gan\.discriminator"):
         train(plain, resume=True, progress=False)
 
 
