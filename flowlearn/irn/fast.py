@@ -13,8 +13,8 @@ up that changes how `forward` and `inverse` compute, never what:
   in which oneDNN on CPU (and cuDNN for bfloat16 / TF32) run these convolutions faster.
 
 `accelerate(model)` switches every such layer of a model in place (its class is swapped for
-the fast one; the parameters, their names and the state-dict keys stay the same objects), and
-`paper_form(model)` switches back. `irn_backward` computes the training objective's gradients
+the fast one; its parameters stay the same objects, under the same names and state-dict keys),
+and `paper_form(model)` switches back. `irn_backward` computes the training objective's gradients
 with the batch cut into shards that run in parallel threads on a CPU. Every arrangement is
 tested equal to the paper form up to float round-off (bfloat16: within its precision); what
 each one gains is measured on the performance page of the documentation.
