@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 from torch import Tensor
 
 from flowlearn.images.metrics import to_uint8
@@ -32,6 +32,7 @@ __all__ = [
     "atomic_write",
     "list_images",
     "read_image",
+    "read_png_text",
     "write_image",
 ]
 
@@ -221,7 +222,9 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_image(path: str | os.PathLike[str], x: Tensor) -> Path:
+def write_image(
+    path: str | os.PathLike[str], x: Tensor, *, metadata: dict[str, str] | None = None
+) -> Path:
     r"""Write an RGB image tensor as an 8-bit PNG, atomically, creating parent folders.
 
     Pixel values are $\mathrm{round}(255\,\mathrm{clamp}(x, 0, 1))$ (the protocol's
@@ -232,6 +235,8 @@ def write_image(path: str | os.PathLike[str], x: Tensor) -> Path:
     Args:
         path: Destination; must end in `.png`.
         x: `(3, H, W)` or `(1, 3, H, W)` floating tensor in [0, 1] (any device).
+        metadata: text chunks (`tEXt`) to store in the PNG, `{key: value}`; `read_png_text`
+            reads them back.
 
     Returns:
         `path` as a `Path`.
@@ -263,11 +268,36 @@ def write_image(path: str | os.PathLike[str], x: Tensor) -> Path:
             f"cannot write image {path}: cannot create folder {path.parent} ({_one_line(err)})"
         ) from None
     try:
+        info = PngImagePlugin.PngInfo()
+        for key, value in (metadata or {}).items():
+            info.add_text(key, value)
         with atomic_write(path) as tmp, tmp.open("wb") as f:
-            Image.fromarray(pixels).save(f, format="PNG")
+            Image.fromarray(pixels).save(f, format="PNG", pnginfo=info)
     except OSError as err:
         raise ImageError(f"cannot write image {path}: {_one_line(err)}") from None
     return path
+
+
+def read_png_text(path: str | os.PathLike[str]) -> dict[str, str]:
+    r"""The text chunks of a PNG file (`write_image(..., metadata=...)`); `{}` for other files.
+
+    Only the header and chunks are read, not the pixels; a file that cannot be opened gives `{}`.
+
+    Examples:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "a.png"
+        >>> _ = write_image(path, torch.rand(3, 4, 4), metadata={"note": "hello"})
+        >>> read_png_text(path)
+        {'note': 'hello'}
+    """
+    try:
+        with Image.open(path) as im:
+            if im.format != "PNG":
+                return {}
+            # the chunks before the image data (where write_image puts them); pixels not decoded
+            return {str(k): v for k, v in im.info.items() if isinstance(v, str)}
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return {}
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:

@@ -19,12 +19,24 @@ User errors (unreadable files, sizes that are not a multiple of the scale, a mod
 scale, an output folder that cannot be written, bad configurations) print one line
 `flowlearn irn <command>: error: …` on stderr and give exit status 1; the remaining files are
 still processed. Conversions of unusual images (grey, RGBA, 16-bit, palette) print a note.
+
+No command overwrites an existing file unless `--overwrite` is given, and no output is ever
+written onto one of the command's inputs (even with `--overwrite`); `test --save-images`
+refuses the data folder and any folder inside it. `test` goes on past images that fail, lists
+them at the end and in the JSON (`"failed"`), and exits with status 1.
+
+`downscale` marks each LR PNG with a `flowlearn` text chunk: the scale and a short fingerprint
+of the model's weights (`model_fingerprint`). `upscale` reads it: without `--model` and
+`--scale` it takes the scale from the mark, and it warns in one line when an image carries no
+mark or another model's (IRN is not a super-resolution model: on an LR image it did not make, the
+result is no better than bicubic).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -65,8 +77,14 @@ class _Reporter:
         self.failed = False
 
     def error(self, message: object) -> None:
+        debug = os.environ.get("FLOWLEARN_DEBUG", "") not in ("", "0")
+        if debug and isinstance(message, Exception):
+            raise message  # --debug: the traceback, from the except block that called this
         self.failed = True
         print(f"{self.prefix}: error: {_one_line(message)}", file=sys.stderr)
+
+    def warning(self, message: object) -> None:
+        print(f"{self.prefix}: warning: {_one_line(message)}", file=sys.stderr)
 
     def note(self, message: object) -> None:
         print(f"{self.prefix}: note: {_one_line(message)}", file=sys.stderr)
@@ -100,18 +118,29 @@ def _prepare_out(folder: Path, report: _Reporter) -> bool:
 
 def _rescale_files(args: argparse.Namespace, command: str, convert: Callable[..., Any]) -> int:
     r"""Shared loop of `downscale` and `upscale`: load model, then each file independently."""
-    from flowlearn.images.io import read_image, write_image
+    from flowlearn.images.io import read_image, read_png_text, write_image
 
     report = _Reporter(command)
+    if command == "upscale" and args.model is None and args.scale is None:
+        marks = [_read_mark(read_png_text(name)) for name in args.images]
+        scales = {mark["scale"] for mark in marks if mark is not None}
+        if len(scales) == 1:
+            args.scale = scales.pop()
+            report.note(
+                f"using the shipped x{args.scale} model (the images are marked x{args.scale})"
+            )
     try:
         model = _model(args)
     except _USER_ERRORS as err:
         report.error(err)
         return report.status
+    fingerprint = model_fingerprint(model)
+    mark = {MARK_KEY: json.dumps({"scale": model.scale, "model": fingerprint})}
     if not _prepare_out(args.out, report):
         return report.status
     device = next(model.parameters()).device
     written: set[Path] = set()
+    inputs = {Path(name).resolve() for name in args.images}
     for name in args.images:
         try:
             x, note = read_image(name)  # (3, H, W) in [0, 1]
@@ -120,14 +149,96 @@ def _rescale_files(args: argparse.Namespace, command: str, convert: Callable[...
             target = args.out / _output_name(Path(name), model.scale, command)
             if target in written:
                 raise ValueError(f"{name}: would overwrite {target}, written for an earlier input")
+            _check_target(target, inputs, args.overwrite)
             with torch.inference_mode():
                 y = convert(model, x.to(device)[None], Path(name), report)  # (1, 3, h, w)
-            write_image(target, y[0])
+            if command == "upscale":
+                _warn_unmarked(report, name, _read_mark(read_png_text(name)), model, fingerprint)
+            write_image(target, y[0], metadata=mark if command == "downscale" else None)
             written.add(target)
             print(f"{target}  ({y.shape[-1]}x{y.shape[-2]})")
         except _USER_ERRORS as err:
             report.error(err)
     return report.status
+
+
+MARK_KEY = "flowlearn"
+r"""Key of the PNG text chunk that `downscale` writes: `{"scale": s, "model": fingerprint}`."""
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    r"""12 hex digits of the SHA-256 of the weights (as float32, in state-dict order).
+
+    The same for a model saved in any dtype and loaded in float32; different for other weights.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        values = tensor.detach().to("cpu", torch.float32).contiguous()
+        digest.update(values.numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
+def _read_mark(text: dict[str, str]) -> dict[str, Any] | None:
+    try:
+        mark = json.loads(text[MARK_KEY])
+    except (KeyError, ValueError):
+        return None
+    ok = isinstance(mark, dict) and mark.get("scale") in (2, 4, 8)
+    return mark if ok else None
+
+
+def _warn_unmarked(
+    report: _Reporter, name: str, mark: dict[str, Any] | None, model: Any, fingerprint: str
+) -> None:
+    r"""One line when the LR image was not made by this model's `downscale`."""
+    if mark is None:
+        why = "carries no flowlearn mark, so IRN probably did not make it"
+    elif mark["scale"] != model.scale:
+        why = f"was made at x{mark['scale']}, but the model is x{model.scale}"
+    elif mark.get("model") != fingerprint:
+        why = f"was made by another model ({mark.get('model')}, this one is {fingerprint})"
+    else:
+        return
+    report.warning(
+        f"{name} {why}; the result will be no better than bicubic (IRN is not a "
+        "super-resolution model: it restores the LR images its own downscale made)"
+    )
+
+
+def _check_target(target: Path, inputs: set[Path], overwrite: bool) -> None:
+    r"""Refuse to write `target` onto an input, or onto an existing file without `--overwrite`."""
+    if target.resolve() in inputs:
+        raise ValueError(f"{target} is also an input; choose another --out folder")
+    if target.exists() and not overwrite:
+        raise FileExistsError(
+            f"{target} exists; pass --overwrite to replace it, or choose another --out folder"
+        )
+
+
+def _check_save_folder(save: Path, data: list[Path], overwrite: bool) -> None:
+    r"""Refuse a `--save-images` folder that is (inside) a data folder or holds earlier results."""
+    from flowlearn.images.io import list_images
+
+    where = save.resolve()
+    for folder in data:
+        root = folder.resolve()
+        if where == root or root in where.parents:
+            raise ValueError(
+                f"--save-images {save} is inside the data folder {folder}: its images would be "
+                "scored as ground truth next time; choose a folder outside it"
+            )
+        if overwrite or not where.is_dir():
+            continue
+        for image in list_images(folder):
+            for kind in ("LR", "SR"):
+                if (where / f"{image.stem}_{kind}.png").exists():
+                    raise FileExistsError(
+                        f"{save / f'{image.stem}_{kind}.png'} exists; pass --overwrite to "
+                        "replace the saved images, or choose another --save-images folder"
+                    )
 
 
 def _output_name(path: Path, scale: int, command: str) -> str:
@@ -208,10 +319,17 @@ def _cmd_test(args: argparse.Namespace) -> int:
             raise ValueError(
                 f"{args.config}: network_G.block_num is {args.blocks}, the model has {model.blocks}"
             )
-        if args.save_images is not None and not _prepare_out(args.save_images, report):
-            return report.status
+        folders = {"data": args.data} if args.data is not None else sets
+        if args.save_images is not None:
+            _check_save_folder(args.save_images, list(folders.values()), args.overwrite)
+            if not _prepare_out(args.save_images, report):
+                return report.status
+        if args.json is not None and args.json.exists() and not args.overwrite:
+            raise FileExistsError(
+                f"{args.json} exists; pass --overwrite to replace it, or choose another --json"
+            )
         results = {}
-        for name, folder in ({"data": args.data} if args.data is not None else sets).items():
+        for name, folder in folders.items():
             result = evaluate_folder(
                 model,
                 folder,
@@ -228,6 +346,12 @@ def _cmd_test(args: argparse.Namespace) -> int:
             results[name] = result
         if args.json is not None:
             _write_json(args.json, results["data"] if args.data is not None else results)
+        for result in results.values():  # at the end, after the tables and the JSON
+            for failure in result["failed"]:
+                reason = failure["reason"]
+                if failure["name"] not in reason:
+                    reason = f"{failure['name']}: {reason}"
+                report.error(f"{Path(result['data_dir']) / failure['name']} skipped: {reason}")
     except _USER_ERRORS as err:
         report.error(err)
     return report.status
@@ -263,6 +387,46 @@ def _write_json(path: Path, data: Any) -> None:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
 
 
+_RESUME_SETTABLE = ("optim.steps", "data.train", "data.workers", "data.pin_memory")
+r"""Keys `--set` may change on `--resume` (with every `run.` key): where and how long, not what."""
+
+
+def _check_resume_overrides(config: Any, settings: list[str]) -> None:
+    r"""Refuse a `--set` that `--resume` would ignore: one that changes the run's configuration.
+
+    The run goes on as recorded in its `config.yaml`; only `run.*` keys and `_RESUME_SETTABLE`
+    may differ from it.
+    """
+    import yaml
+
+    from flowlearn.irn.config import ConfigError
+
+    saved_file = Path(config.run.output) / "config.yaml"
+    if not saved_file.is_file():
+        return  # nothing to resume: train says so
+    saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
+    current = config.to_dict()
+    for text in settings:
+        key = text.partition("=")[0].strip()
+        section, _, name = key.partition(".")
+        if section == "run" or key in _RESUME_SETTABLE:
+            continue
+        new = yaml.safe_load(yaml.safe_dump(current.get(section, {}).get(name)))
+        old = (saved.get(section) or {}).get(name)
+        if new != old:
+            raise ConfigError(
+                f"--resume continues the run as recorded in {saved_file}, where {key} is "
+                f"{old!r}; --set {key}={new!r} would be ignored: drop it, or start a new run "
+                "from these weights (--set model.init=RUN/model.pt)"
+            )
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of steps >= 1, got {text!r}")
+    return int(text)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from flowlearn.irn.config import load_config
     from flowlearn.irn.train import TrainingError, train
@@ -276,6 +440,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"run.device={args.device}")
     try:
         config = load_config(args.config, overrides=overrides)
+        if args.resume:
+            _check_resume_overrides(config, args.set)
         result = train(config, resume=args.resume, progress=not args.quiet, max_steps=args.steps)
     except (*_USER_ERRORS, TrainingError) as err:
         report.error(err)
@@ -325,6 +491,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     down.add_argument(
         "--pad", action="store_true", help="reflect-pad sizes that are not a multiple of the scale"
     )
+    down.add_argument("--overwrite", action="store_true", help="replace existing output files")
     common(down)
     down.set_defaults(func=_cmd_downscale)
 
@@ -335,6 +502,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     up.add_argument("--temperature", type=float, default=1.0, help="std of z (0: z = 0)")
     up.add_argument("--seed", type=int, default=None, help="seed of z (default: random)")
     up.add_argument("--crop", type=_size, metavar="WxH", help="crop the result to this size")
+    up.add_argument("--overwrite", action="store_true", help="replace existing output files")
     common(up)
     up.set_defaults(func=_cmd_upscale)
 
@@ -350,6 +518,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     test.add_argument("--draws", type=int, default=5, help="z draws averaged (default 5)")
     test.add_argument("--seed", type=int, default=0)
     test.add_argument("--temperature", type=float, help="std of z (default 1)")
+    test.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --json file and saved images"
+    )
     common(test)
     test.set_defaults(func=_cmd_test, blocks=None)
 
@@ -363,7 +534,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     tr.add_argument("--data", type=Path, help="training images (sets data.train)")
     tr.add_argument("--output", type=Path, help="run folder (sets run.output)")
     tr.add_argument("--resume", action="store_true", help="continue the run in run.output")
-    tr.add_argument("--steps", type=int, help="stop at this step (the schedule is unchanged)")
+    tr.add_argument("--steps", type=_positive, help="stop at this step (the schedule is unchanged)")
     tr.add_argument("--device", choices=("cpu", "cuda", "auto"), help="sets run.device")
     tr.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. optim.lr=1e-4"

@@ -223,6 +223,10 @@ def _std(values: list[float]) -> float:
     return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
+class _ModelOutputError(ValueError):
+    r"""A model output of the wrong shape: a broken model, which stops the evaluation."""
+
+
 def evaluate_folder(
     model: RescalingModel | None,
     data_dir: str | os.PathLike[str],
@@ -261,14 +265,18 @@ def evaluate_folder(
         draws of the dataset mean; IRN adds `lr_psnr_rgb`/`lr_psnr_y`, the 8-bit LR against the
         8-bit bicubic LR), `per_draw_mean` (`{metric: [dataset mean of draw d]}`), `modcropped`
         (names of the images cropped to a multiple of `scale`), `notes` (`{name: conversion
-        note}` from `read_image`) and `images`: one dict per image with `name`, `hr_size`,
+        note}` from `read_image`), `failed` (one `{"name", "reason"}` per image that could not be
+        read or evaluated: the others are still evaluated, and the means are over them; with
+        none left, `mean` and `per_draw_mean` are empty) and `images`: one dict per image with
+        `name`, `hr_size`,
         `size` (after modcrop), `modcropped`, `note`, the metrics averaged over draws, and
         `<metric>_draws` (one value per draw). A perfect reconstruction has PSNR `inf`, which
         `json.dumps` writes as `Infinity`.
 
     Raises:
         ValueError: Bad arguments, a model whose `scale` differs, or a model output of the wrong
-            shape. `ImageError` (a `ValueError`) for a missing folder or an unreadable image.
+            shape. `ImageError` (a `ValueError`) for a missing or empty folder. A bad image
+            (unreadable, too large, too small) is listed in `failed` instead.
 
     Examples:
         >>> import tempfile
@@ -295,76 +303,85 @@ def evaluate_folder(
     out_dir = Path(save_images) if save_images is not None else None
 
     images: list[dict[str, Any]] = []
+    failed: list[dict[str, str]] = []
     with torch.inference_mode(), _eval_mode(model):
         for path in tqdm(paths, desc=f"{method} ×{scale}", unit="image", disable=not progress):
-            hr_full, note = read_image(path)
-            hr = modcrop(hr_full, scale).unsqueeze(0).to(dev)  # (1, 3, H', W')
-            h, w = hr.shape[-2], hr.shape[-1]
-            lr_ref = imresize(hr, size=(h // scale, w // scale))  # bicubic LR, float
-            if model is None:
-                lr = bicubic_downscale(hr, scale)
-                srs: Iterable[Tensor] = [bicubic_upscale(lr, scale)]
-            else:
-                lr = model.downscale(hr)
-                if lr.shape != lr_ref.shape:
-                    raise ValueError(
-                        f"evaluate_folder: model.downscale gave {tuple(lr.shape)} "
-                        f"for {path.name}, expected {tuple(lr_ref.shape)}"
+            try:
+                hr_full, note = read_image(path)
+                hr = modcrop(hr_full, scale).unsqueeze(0).to(dev)  # (1, 3, H', W')
+                h, w = hr.shape[-2], hr.shape[-1]
+                lr_ref = imresize(hr, size=(h // scale, w // scale))  # bicubic LR, float
+                if model is None:
+                    lr = bicubic_downscale(hr, scale)
+                    srs: Iterable[Tensor] = [bicubic_upscale(lr, scale)]
+                else:
+                    lr = model.downscale(hr)
+                    if lr.shape != lr_ref.shape:
+                        raise _ModelOutputError(
+                            f"evaluate_folder: model.downscale gave {tuple(lr.shape)} "
+                            f"for {path.name}, expected {tuple(lr_ref.shape)}"
+                        )
+                    # Lazily, one draw at a time, so only one reconstruction is held in memory.
+                    srs = (
+                        model.upscale(
+                            lr,
+                            temperature=temperature,
+                            generator=torch.Generator(dev).manual_seed(seed + d),
+                        )
+                        for d in range(n_draws)
                     )
-                # Lazily, one draw at a time, so only one reconstruction is held in memory.
-                srs = (
-                    model.upscale(
-                        lr,
-                        temperature=temperature,
-                        generator=torch.Generator(dev).manual_seed(seed + d),
-                    )
-                    for d in range(n_draws)
-                )
-            per_draw = []
-            for d, sr in enumerate(srs):
-                if sr.shape != hr.shape:
-                    raise ValueError(
-                        f"evaluate_folder: model.upscale gave {tuple(sr.shape)} "
-                        f"for {path.name}, expected {tuple(hr.shape)}"
-                    )
-                per_draw.append(evaluate_pair(hr, sr, scale))
-                if out_dir is not None and d == 0:
-                    write_image(out_dir / f"{path.stem}_SR.png", sr)
-            if out_dir is not None:
-                write_image(out_dir / f"{path.stem}_LR.png", lr)
-            record: dict[str, Any] = {
-                "name": path.name,
-                "hr_size": [hr_full.shape[-2], hr_full.shape[-1]],
-                "size": [h, w],
-                "modcropped": (h, w) != tuple(hr_full.shape[-2:]),
-                "note": note,
-            }
-            for m in METRICS:
-                values = [p[m] for p in per_draw]
-                record[m] = sum(values) / len(values)
-                record[f"{m}_draws"] = values
-            if model is not None:
-                record["lr_psnr_rgb"] = psnr(
-                    to_uint8(lr[0]).double(), to_uint8(lr_ref[0]).double(), data_range=255.0
-                ).item()
-                record["lr_psnr_y"] = psnr(
-                    rgb_to_y(to_uint8(lr[0]).double() / 255),
-                    rgb_to_y(to_uint8(lr_ref[0]).double() / 255),
-                ).item()
-            images.append(record)
+                per_draw = []
+                for d, sr in enumerate(srs):
+                    if sr.shape != hr.shape:
+                        raise _ModelOutputError(
+                            f"evaluate_folder: model.upscale gave {tuple(sr.shape)} "
+                            f"for {path.name}, expected {tuple(hr.shape)}"
+                        )
+                    per_draw.append(evaluate_pair(hr, sr, scale))
+                    if out_dir is not None and d == 0:
+                        write_image(out_dir / f"{path.stem}_SR.png", sr)
+                if out_dir is not None:
+                    write_image(out_dir / f"{path.stem}_LR.png", lr)
+                record: dict[str, Any] = {
+                    "name": path.name,
+                    "hr_size": [hr_full.shape[-2], hr_full.shape[-1]],
+                    "size": [h, w],
+                    "modcropped": (h, w) != tuple(hr_full.shape[-2:]),
+                    "note": note,
+                }
+                for m in METRICS:
+                    values = [p[m] for p in per_draw]
+                    record[m] = sum(values) / len(values)
+                    record[f"{m}_draws"] = values
+                if model is not None:
+                    record["lr_psnr_rgb"] = psnr(
+                        to_uint8(lr[0]).double(), to_uint8(lr_ref[0]).double(), data_range=255.0
+                    ).item()
+                    record["lr_psnr_y"] = psnr(
+                        rgb_to_y(to_uint8(lr[0]).double() / 255),
+                        rgb_to_y(to_uint8(lr_ref[0]).double() / 255),
+                    ).item()
+                images.append(record)
+            except _ModelOutputError:  # the model is broken, not this image
+                raise
+            except (ValueError, OSError) as err:  # this image fails; the others go on
+                failed.append({"name": path.name, "reason": " ".join(str(err).split())})
 
     n = len(images)
-    per_draw_mean = {
-        m: [sum(r[f"{m}_draws"][d] for r in images) / n for d in range(n_draws)] for m in METRICS
-    }
+    per_draw_mean: dict[str, list[float]] = {}
     mean: dict[str, float] = {}
-    for m in METRICS:
-        mean[m] = sum(r[m] for r in images) / n
-    for m in METRICS:
-        mean[f"{m}_std_over_draws"] = _std(per_draw_mean[m])
-    if model is not None:
-        for m in ("lr_psnr_rgb", "lr_psnr_y"):
+    if n:  # with every image failed, no means
+        per_draw_mean = {
+            m: [sum(r[f"{m}_draws"][d] for r in images) / n for d in range(n_draws)]
+            for m in METRICS
+        }
+        for m in METRICS:
             mean[m] = sum(r[m] for r in images) / n
+        for m in METRICS:
+            mean[f"{m}_std_over_draws"] = _std(per_draw_mean[m])
+        if model is not None:
+            for m in ("lr_psnr_rgb", "lr_psnr_y"):
+                mean[m] = sum(r[m] for r in images) / n
     return {
         "scale": scale,
         "method": method,
@@ -379,6 +396,7 @@ def evaluate_folder(
         "modcropped": [r["name"] for r in images if r["modcropped"]],
         "notes": {r["name"]: r["note"] for r in images if r["note"] is not None},
         "images": images,
+        "failed": failed,
     }
 
 
@@ -422,11 +440,16 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [title, head]
     lines += [row(r["name"], [r[m] for m in METRICS]) for r in result["images"]]
     lines.append("-" * len(head))
-    lines.append(row("mean", [result["mean"][m] for m in METRICS]))
-    if result["draws"] > 1:
+    if not result["mean"]:  # every image failed
+        lines.append(f"{'mean':<{width}}  (no image could be evaluated)")
+    else:
+        lines.append(row("mean", [result["mean"][m] for m in METRICS]))
+    if result["draws"] > 1 and result["mean"]:
         lines.append(
             row("std over draws", [result["mean"][f"{m}_std_over_draws"] for m in METRICS])
         )
+    for failure in result.get("failed", []):
+        lines.append(f"failed: {failure['name']}: {failure['reason']}")
     if result["modcropped"]:
         sizes = {r["name"]: r for r in result["images"]}
         crops = ", ".join(

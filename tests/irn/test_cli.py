@@ -61,9 +61,9 @@ def test_cli_downscale_upscale_round_trip_set5(
     sr, _ = read_image(sr_file)
     assert sr.shape == hr.shape
     assert psnr(sr, hr).item() > 25
-    assert run_cli(*args, "--seed", "3") == 0
+    assert run_cli(*args, "--seed", "3", "--overwrite") == 0
     first = sr_file.read_bytes()
-    assert run_cli(*args, "--seed", "3") == 0
+    assert run_cli(*args, "--seed", "3", "--overwrite") == 0
     assert sr_file.read_bytes() == first
     out = capsys.readouterr()
     assert "bird_x2_sr.png" in out.out and out.err == ""
@@ -112,7 +112,8 @@ def test_cli_pad_then_crop_restores_size(
     lr = tmp_path / "odd_x2_lr.png"
     assert run_cli("upscale", lr, "-m", model_path, "-o", tmp_path, "--crop", "21x15") == 0
     assert read_image(tmp_path / "odd_x2_sr.png")[0].shape == (3, 15, 21)
-    assert run_cli("upscale", lr, "-m", model_path, "-o", tmp_path, "--crop", "40x15") == 1
+    again = ["upscale", lr, "-m", model_path, "-o", tmp_path, "--overwrite"]
+    assert run_cli(*again, "--crop", "40x15") == 1
     assert "larger than the upscaled 22x16" in capsys.readouterr().err
 
 
@@ -163,7 +164,7 @@ def test_cli_test_bicubic_and_model_with_json(
     assert f"{result['mean']['psnr_y']:.2f}" in out.splitlines()[-1]
     saved = tmp_path / "saved"
     args = ["test", "--model", model_path, "--data", data, "--draws", "2", "--json", report]
-    assert run_cli(*args, "--save-images", saved) == 0
+    assert run_cli(*args, "--save-images", saved, "--overwrite") == 0
     result = json.loads(report.read_text())
     assert result["method"] == "irn" and result["draws"] == 2
     assert len(result["images"][0]["psnr_y_draws"]) == 2
