@@ -4,8 +4,10 @@
    a resumed run ends with the same weights as one never stopped.
 2. Nothing is lost: no output overwrites a file without `--overwrite`, inputs are never
    outputs, `--save-images` refuses the data folder, one training run per run folder.
+5. LR images made by `downscale` say so; `upscale` warns about others.
 6. `irn test` goes on past bad files and still writes its JSON.
 7. The API validates its input and options.
+8. Any image (size, mode, format) either round-trips or fails in one line, leaving no file.
 """
 
 from __future__ import annotations
@@ -344,3 +346,54 @@ def test_cli_downscale_marks_lr_and_upscale_warns_on_unmarked(
     assert cli("irn", "upscale", lr, "-o", tmp_path / "sr2") == 0
     err = capsys.readouterr().err
     assert "shipped x2 model" in err and "made by another model" in err
+
+
+# 8. Any image either round-trips or fails in one line ------------------------------------------
+
+
+def test_cli_random_images_round_trip_or_fail_in_one_line(model_path: Path) -> None:
+    import contextlib
+    import io
+    import tempfile
+
+    import numpy as np
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from PIL import Image
+
+    @settings(max_examples=12, deadline=None, derandomize=True)
+    @given(
+        height=st.integers(1, 20),
+        width=st.integers(1, 20),
+        mode=st.sampled_from(["RGB", "L", "RGBA", "P", "I;16", "1", "CMYK"]),
+        suffix=st.sampled_from([".png", ".jpg", ".tif"]),
+        pad=st.booleans(),
+    )
+    def check(height: int, width: int, mode: str, suffix: str, pad: bool) -> None:
+        if suffix == ".jpg" and mode in ("RGBA", "P", "I;16", "1"):
+            mode = "RGB"  # JPEG cannot hold these
+        with tempfile.TemporaryDirectory() as folder:
+            root = Path(folder)
+            pixels = np.random.default_rng(height * 31 + width).integers(0, 255, (height, width, 3))
+            image = Image.fromarray(pixels.astype(np.uint8), "RGB").convert(mode)
+            source = root / f"in{suffix}"
+            image.save(source)
+            err = io.StringIO()
+            args = ["irn", "downscale", source, "-m", model_path, "-o", root / "lr"]
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                status = cli(*args, *(["--pad"] if pad else []))
+            outputs = sorted(p.name for p in (root / "lr").glob("*")) if status == 0 else []
+            if status != 0:
+                errors = [line for line in err.getvalue().splitlines() if ": error: " in line]
+                assert len(errors) == 1 and "Traceback" not in err.getvalue(), err.getvalue()
+                assert not (root / "lr").exists() or not any((root / "lr").iterdir())
+                return
+            assert outputs == ["in_x2_lr.png"], outputs
+            lr = root / "lr" / "in_x2_lr.png"
+            args = ["irn", "upscale", lr, "-m", model_path, "-o", root / "sr", "--seed", "0"]
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                assert cli(*args) == 0, err.getvalue()
+            sr = Image.open(root / "sr" / "in_x2_sr.png")
+            assert sr.size == (width + width % 2, height + height % 2)
+
+    check()
