@@ -167,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in words or os.environ.get("FLOWLEARN_DEBUG", "") not in ("", "0")
     words = [w for w in words if w != "--debug"]
+    previous = os.environ.get("FLOWLEARN_DEBUG")
     if debug:  # for the subcommands that report their own errors
         os.environ["FLOWLEARN_DEBUG"] = "1"
     name = "flowlearn"
@@ -192,6 +193,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        if previous is None:
+            os.environ.pop("FLOWLEARN_DEBUG", None)
+        else:
+            os.environ["FLOWLEARN_DEBUG"] = previous
 
 
 if __name__ == "__main__":
