@@ -417,3 +417,31 @@ def test_cli_random_images_round_trip_or_fail_in_one_line(model_path: Path) -> N
             assert sr.size == (width + width % 2, height + height % 2)
 
     check()
+
+
+def test_cli_ctrl_c_in_any_command_is_interrupted_130(
+    model_path: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import flowlearn.images.io as image_io
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    write_image(tmp_path / "a.png", smooth_image(16, 16, 8))
+    monkeypatch.setattr(image_io, "read_image", interrupted)
+    assert cli("irn", "downscale", tmp_path / "a.png", "-m", model_path, "-o", tmp_path) == 130
+    assert capsys.readouterr().err.splitlines() == ["flowlearn irn downscale: interrupted"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_train_run_files_get_the_users_umask(images: Path, tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        train(tiny_config(images, tmp_path / "run"), progress=False, max_steps=1)
+    finally:
+        os.umask(old)
+    for name in ["checkpoint.pt", "model.pt", "config.yaml", "log.csv"]:
+        assert (tmp_path / "run" / name).stat().st_mode & 0o777 == 0o644, name
