@@ -16,7 +16,7 @@ from flowlearn import checks, core, density, images, irn, layers
 from flowlearn.core.bijector import *  # noqa: F403
 from flowlearn.core.memory import *  # noqa: F403
 from flowlearn.core.sequential import *  # noqa: F403
-from flowlearn.density import datasets
+from flowlearn.density import datasets as datasets
 from flowlearn.density.distributions import *  # noqa: F403
 from flowlearn.density.models import *  # noqa: F403
 from flowlearn.density.preprocessing import *  # noqa: F403
