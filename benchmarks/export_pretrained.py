@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, help="default: flowlearn/irn/weights/irn_x<s>.safetensors"
     )
+    parser.add_argument("--name", help="model name in the metadata; default: x<s>")
     parser.add_argument("--hardware", default="not recorded", help='e.g. "1x NVIDIA H100"')
     parser.add_argument("--training-data", help="default: the folder name of data.train")
     parser.add_argument("--set5", type=Path, default=DATASETS / "set5")
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     metadata = {
-        "name": f"x{scale}",
+        "name": args.name or f"x{scale}",
         "scale": scale,
         "blocks": list(model.blocks),
         "steps": run["steps"],

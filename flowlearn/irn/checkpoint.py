@@ -3,8 +3,9 @@ r"""Loading and saving IRN weights: one `load` for whatever a user has, one `sav
 `load(source)` returns the `IRN` in eval mode, in the dtype asked for (float32 by default,
 whatever the stored dtype: float16, bfloat16, float32 or float64), from
 
-* the **name of a shipped model**, `"x2"`, `"x4"` (or the scale `2`, `4`): a file of
-  `flowlearn/irn/weights/` (`available_models()`); nothing is downloaded;
+* the **name of a shipped model**, `"x2"`, `"x4"` (or the scale `2`, `4`), `"x4_plus"` (IRN+,
+  the GAN fine-tune of `x4`): a file of `flowlearn/irn/weights/` (`available_models()`);
+  nothing is downloaded;
 * a **flowlearn checkpoint** written by `save(model, "model.pt")` (the `model.pt` of a training
   run): a `torch.save` dict `{"format": "flowlearn.irn", "version": 1, "config": {...},
   "state_dict": {...}, "metadata": {...}}`, where `config` holds the arguments of `IRN`;
@@ -88,8 +89,8 @@ _EXPECTED = (
     "expected a shipped model name (x2, x4), a flowlearn checkpoint (.pt), a state dict of the "
     "original IRN code (.pth) or a .safetensors model"
 )
-_NAME = re.compile(r"\s*[xX]([1-9][0-9]*)\s*")
-_FILE = re.compile(r"irn_x([1-9][0-9]*)\.(safetensors|pt)")
+_NAME = re.compile(r"\s*[xX]([1-9][0-9]*)(_plus)?\s*")  # "x4"; "x4_plus": IRN+ (GAN fine-tune)
+_FILE = re.compile(r"irn_x([1-9][0-9]*)(_plus)?\.(safetensors|pt)")
 _SUFFIXES = (".safetensors", ".pt")  # preference order when a scale has both files
 _KEY = re.compile(r"operations\.(\d+)\.(haar_weights|[FGH]\.conv[1-5]\.(?:weight|bias))")
 _HEADER_KEY = "flowlearn"  # the safetensors `__metadata__` entry holding the JSON header
@@ -136,21 +137,22 @@ def available_models() -> dict[str, Path]:
     r"""The models shipped in this installation, by name.
 
     Returns:
-        `{"x2": Path(".../irn_x2.safetensors"), ...}` sorted by scale; a `.safetensors` file is
-        preferred to a `.pt` file of the same scale. Empty when none is shipped.
+        `{"x2": Path(".../irn_x2.safetensors"), ...}` sorted by scale, IRN+ after IRN
+        (`"x4_plus"`: `irn_x4_plus.safetensors`, the GAN fine-tune of `x4`); a `.safetensors`
+        file is preferred to a `.pt` file of the same name. Empty when none is shipped.
     """
     folder = weights_dir()
-    found: dict[int, Path] = {}
+    found: dict[tuple[int, str], Path] = {}
     if folder.is_dir():
         for path in folder.iterdir():
             match = _FILE.fullmatch(path.name)
             if match is None or not path.is_file():
                 continue
-            scale = int(match[1])
-            old = found.get(scale)
+            key = (int(match[1]), match[2] or "")
+            old = found.get(key)
             if old is None or _SUFFIXES.index(path.suffix) < _SUFFIXES.index(old.suffix):
-                found[scale] = path
-    return {f"x{s}": found[s] for s in sorted(found)}
+                found[key] = path
+    return {f"x{scale}{plus}": found[scale, plus] for scale, plus in sorted(found)}
 
 
 def _shipped_name(source: object) -> str | None:
@@ -162,7 +164,7 @@ def _shipped_name(source: object) -> str | None:
             )
         return f"x{source}"
     match = _NAME.fullmatch(source) if isinstance(source, str) else None
-    return f"x{int(match[1])}" if match else None
+    return f"x{int(match[1])}{match[2] or ''}" if match else None
 
 
 def _locate(source: str | os.PathLike[str] | int) -> Path:

@@ -637,7 +637,7 @@ def _resolve_paths(raw: Mapping[str, Any], base_dir: Path) -> dict[str, Any]:
 
 def _names_a_model(key: str, value: str) -> bool:
     r"""Whether `value` of `model.init` names a shipped model (`x4`) rather than a file."""
-    return key == "model.init" and re.fullmatch(r"[xX][0-9]+", value.strip()) is not None
+    return key == "model.init" and re.fullmatch(r"[xX][0-9]+(_plus)?", value.strip()) is not None
 
 
 def apply_overrides(

@@ -34,7 +34,8 @@ def test_weights_folder_is_package_data() -> None:
         assert not meta["forced_export"], path.name
     for name, path in available_models().items():
         model = load(name)
-        assert model.scale == int(name[1:]) and not model.training, path.name
+        scale = int(name[1:].removesuffix("_plus"))  # x4_plus: IRN+ x4
+        assert model.scale == scale and not model.training, path.name
         assert {p.dtype for p in model.parameters()} == {torch.float32}, path.name
 
 
