@@ -359,3 +359,16 @@ def test_original_irn_plus_weights_load_through_the_one_loading_function(tmp_pat
     loaded = load(tmp_path / "IRN+_x4.pth", scale=4)
     assert loaded.config == net.config
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in net.state_dict().items())
+
+
+def test_shipped_irn_plus_is_named_x4_plus() -> None:
+    from flowlearn.irn.checkpoint import available_models, model_info
+
+    if "x4_plus" not in available_models():
+        pytest.skip("this installation ships no IRN+ model")
+    assert list(available_models())[-1] == "x4_plus"  # after x2 and x4
+    assert load("x4_plus").config == load("x4").config  # the generator of IRN x4
+    meta = model_info("x4_plus")["metadata"]
+    assert meta["name"] == "x4_plus" and meta["set14_psnr_y"] > meta["set14_bicubic_psnr_y"]
+    cfg = load_config("x4_plus_gan", overrides=["model.init=x4_plus"])
+    assert cfg.model.init == Path("x4_plus")  # a name, not resolved to a file path
