@@ -45,7 +45,7 @@ A configuration has six sections. Every field, its default and its meaning:
 * `lambda_rec` (float, 1.0): weight of the HR reconstruction (Charbonnier) term.
 * `lambda_ce` (float, 1.0): weight of the latent term $\sum z^2$.
 
-`gan` — the IRN+ stage (Xiao et al. 2020, §4.3; `flowlearn.irn.gan`): fine-tune a trained IRN
+`gan` — the IRN+ stage (Xiao et al. 2020, §4; `flowlearn.irn.gan`): fine-tune a trained IRN
 (`model.init`) against a discriminator, optionally with a VGG19 perceptual loss. Off while
 `discriminator` is null:
 

@@ -41,8 +41,8 @@ downloads; the GAN-only variant ($\lambda_\text{per} = 0$) needs nothing.
 
 References:
     M. Xiao et al., 2020. "Invertible Image Rescaling." ECCV 2020, arXiv:2005.05650, §3.3
-    (distribution matching, its adversarial form), §3.4 and §4.3 (IRN+: perceptual and GAN
-    losses, Table 4).
+    (distribution matching, its adversarial form) and §4 (experiments, the IRN+ variant with
+    perceptual and GAN losses; the authors' train_IRN+_x4.yml holds its settings).
     C. Ledig et al., 2017. "Photo-Realistic Single Image Super-Resolution Using a Generative
     Adversarial Network." CVPR 2017, arXiv:1609.04802, §2.2 (the VGG-style discriminator),
     Eq. 5 (VGG feature loss).
@@ -149,7 +149,7 @@ class VGGDiscriminator(nn.Module):
 
     References:
         C. Ledig et al., 2017, arXiv:1609.04802, §2.2 and Fig. 4 (the discriminator);
-        M. Xiao et al., 2020, arXiv:2005.05650, §4.3 (IRN+ uses it at ×4).
+        M. Xiao et al., 2020, arXiv:2005.05650, §4 (IRN+ uses it at ×4).
 
     Args:
         in_channels: channels of the images (3 for RGB).
@@ -447,7 +447,7 @@ class FeatureLoss(nn.Module):
     References:
         C. Ledig et al., 2017, arXiv:1609.04802, Eq. 5 (VGG loss); X. Wang et al., 2018,
         arXiv:1809.00219, §3.3 (features before activation); M. Xiao et al., 2020,
-        arXiv:2005.05650, §4.3.
+        arXiv:2005.05650, §4 (IRN+).
 
     Args:
         features: the feature stack, e.g. `load_vgg19_features()` (or a small random
@@ -545,7 +545,7 @@ def irn_plus_losses(
     discriminator's step.
 
     References:
-        M. Xiao et al., 2020, arXiv:2005.05650, §3.3 and §4.3 (IRN+).
+        M. Xiao et al., 2020, arXiv:2005.05650, §3.3 and §4 (IRN+).
 
     Args:
         model: the `IRN` being fine-tuned.
