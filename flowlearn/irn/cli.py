@@ -30,6 +30,12 @@ of the model's weights (`model_fingerprint`). `upscale` reads it: without `--mod
 `--scale` it takes the scale from the mark, and it warns in one line when an image carries no
 mark or another model's (IRN is not a super-resolution model: on an LR image it did not make, the
 result is no better than bicubic).
+
+`downscale`, `upscale` and `test` run the network in overlapping tiles when an image is larger
+than one tile (`flowlearn.irn.tiling`): `--memory MB` is the budget for the image tensors and
+the network's working memory (default 1024 MiB; the Python runtime and the model come on top),
+and images of more than `--max-pixels` HR pixels (default 100 megapixels) are refused before
+they are decoded.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+
+from flowlearn.irn.tiling import DEFAULT_MAX_PIXELS, DEFAULT_MEMORY_MB
 
 if TYPE_CHECKING:
     from flowlearn.irn.model import IRN
@@ -105,6 +113,12 @@ def _size(text: str) -> tuple[int, int]:
     return int(width), int(height)
 
 
+def _max_pixels(text: str) -> int | None:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a number of pixels (0: no limit), got {text!r}")
+    return int(text) or None
+
+
 def _prepare_out(folder: Path, report: _Reporter) -> bool:
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -143,6 +157,7 @@ def _rescale_files(args: argparse.Namespace, command: str, convert: Callable[...
     inputs = {Path(name).resolve() for name in args.images}
     for name in args.images:
         try:
+            _check_pixels(name, args.max_pixels, model.scale**2 if command == "upscale" else 1)
             x, note = read_image(name)  # (3, H, W) in [0, 1]
             if note:
                 report.note(f"{name}: {note}")
@@ -241,6 +256,30 @@ def _check_save_folder(save: Path, data: list[Path], overwrite: bool) -> None:
                     )
 
 
+def _check_pixels(name: str, max_pixels: int | None, factor: int) -> None:
+    r"""Refuse an image whose HR size (its size times `factor`) is over the pixel limit.
+
+    Only the file's header is read; a file Pillow cannot open is left to `read_image` to report.
+    """
+    import warnings
+
+    from PIL import Image
+
+    from flowlearn.irn.tiling import check_pixels
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(name) as im:
+                width, height = im.size
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return
+    try:
+        check_pixels(height * factor, width * factor, max_pixels)
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from None
+
+
 def _output_name(path: Path, scale: int, command: str) -> str:
     stem = path.stem
     if command == "downscale":
@@ -249,6 +288,8 @@ def _output_name(path: Path, scale: int, command: str) -> str:
 
 
 def _cmd_downscale(args: argparse.Namespace) -> int:
+    from flowlearn.irn.tiling import downscale_tiled
+
     def convert(model: Any, hr: torch.Tensor, name: Path, report: _Reporter) -> torch.Tensor:
         s = model.scale
         H, W = hr.shape[-2:]
@@ -266,17 +307,33 @@ def _cmd_downscale(args: argparse.Namespace) -> int:
                 f"{name}: reflect-padded {W}x{H} to {W + pw}x{H + ph}; "
                 f"upscale with --crop {W}x{H} to get the original size back"
             )
-        return model.downscale(hr)
+        return downscale_tiled(
+            model,
+            hr,
+            memory_mb=args.memory,
+            max_pixels=args.max_pixels,
+            progress=sys.stderr.isatty(),
+        )
 
     return _rescale_files(args, "downscale", convert)
 
 
 def _cmd_upscale(args: argparse.Namespace) -> int:
+    from flowlearn.irn.tiling import upscale_tiled
+
     def convert(model: Any, lr: torch.Tensor, name: Path, report: _Reporter) -> torch.Tensor:
         generator = None
         if args.seed is not None:
             generator = torch.Generator(lr.device).manual_seed(args.seed)
-        hr = model.upscale(lr, temperature=args.temperature, generator=generator)
+        hr = upscale_tiled(
+            model,
+            lr,
+            temperature=args.temperature,
+            generator=generator,
+            memory_mb=args.memory,
+            max_pixels=args.max_pixels,
+            progress=sys.stderr.isatty(),
+        )
         if args.crop is not None:
             width, height = args.crop
             if width > hr.shape[-1] or height > hr.shape[-2]:
@@ -339,6 +396,8 @@ def _cmd_test(args: argparse.Namespace) -> int:
                 temperature=args.temperature,
                 save_images=args.save_images,
                 progress=sys.stderr.isatty(),
+                memory_mb=args.memory,
+                max_pixels=args.max_pixels,
             )
             if args.data is None:
                 print(f"{name}:")
@@ -480,6 +539,21 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--scale", type=int, choices=(2, 4, 8), help="check the model's scale")
         p.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
+        p.add_argument(
+            "--memory",
+            type=float,
+            default=DEFAULT_MEMORY_MB,
+            metavar="MB",
+            help="MiB for the image tensors and the network's working memory; larger images "
+            "run in tiles (default %(default)s)",
+        )
+        p.add_argument(
+            "--max-pixels",
+            type=_max_pixels,
+            default=DEFAULT_MAX_PIXELS,
+            metavar="N",
+            help="refuse images of more HR pixels (default %(default)s; 0: no limit)",
+        )
 
     model_help = (
         "shipped model (x2, x4; default: x{--scale or 4}), flowlearn checkpoint or original .pth"

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
 from torch import Tensor, nn
@@ -37,6 +38,10 @@ from tqdm import tqdm
 from flowlearn.images.imresize import imresize
 from flowlearn.images.io import list_images, read_image, write_image
 from flowlearn.images.metrics import modcrop, psnr, quantize_8bit, rgb_to_y, ssim, to_uint8
+from flowlearn.irn.tiling import check_pixels, downscale_tiled, upscale_tiled
+
+if TYPE_CHECKING:
+    from flowlearn.irn.model import IRN
 
 __all__ = [
     "METRICS",
@@ -238,6 +243,8 @@ def evaluate_folder(
     save_images: str | os.PathLike[str] | None = None,
     progress: bool = True,
     device: torch.device | str | None = None,
+    memory_mb: float | None = None,
+    max_pixels: int | None = None,
 ) -> dict[str, Any]:
     r"""Run the paper's test protocol on every image of a folder (see the module docstring).
 
@@ -257,6 +264,10 @@ def evaluate_folder(
         save_images: If given, folder receiving `<stem>_LR.png` and `<stem>_SR.png` (draw 0).
         progress: Show a tqdm progress bar on stderr.
         device: Where to compute; default: the model's device (CPU for bicubic).
+        memory_mb: If given, an `IRN` downscales and upscales tile by tile within this budget
+            (`flowlearn.irn.tiling.downscale_tiled` / `upscale_tiled`, the same latent draws);
+            images that fit are one tile and give exactly the results of the whole-image calls.
+        max_pixels: If given, images of more pixels are refused (`ValueError`).
 
     Returns:
         A JSON-serialisable dict: `scale`, `method` (`"irn"` or `"bicubic"`), `draws`, `seed`,
@@ -302,12 +313,25 @@ def evaluate_folder(
     n_draws = 1 if model is None else draws
     out_dir = Path(save_images) if save_images is not None else None
 
+    downscale: Callable[[Tensor], Tensor] | None = None
+    upscale: Callable[..., Tensor] | None = None
+    if model is not None and memory_mb is not None:
+        net = cast("IRN", model)
+        downscale = partial(downscale_tiled, net, memory_mb=memory_mb, max_pixels=max_pixels)
+        upscale = partial(upscale_tiled, net, memory_mb=memory_mb, max_pixels=max_pixels)
+    elif model is not None:
+        downscale, upscale = model.downscale, model.upscale
+
     images: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
     with torch.inference_mode(), _eval_mode(model):
         for path in tqdm(paths, desc=f"{method} ×{scale}", unit="image", disable=not progress):
             try:
                 hr_full, note = read_image(path)
+                try:
+                    check_pixels(hr_full.shape[-2], hr_full.shape[-1], max_pixels)
+                except ValueError as err:
+                    raise ValueError(f"{path.name}: {err}") from None
                 hr = modcrop(hr_full, scale).unsqueeze(0).to(dev)  # (1, 3, H', W')
                 h, w = hr.shape[-2], hr.shape[-1]
                 lr_ref = imresize(hr, size=(h // scale, w // scale))  # bicubic LR, float
@@ -315,7 +339,8 @@ def evaluate_folder(
                     lr = bicubic_downscale(hr, scale)
                     srs: Iterable[Tensor] = [bicubic_upscale(lr, scale)]
                 else:
-                    lr = model.downscale(hr)
+                    assert downscale is not None and upscale is not None
+                    lr = downscale(hr)
                     if lr.shape != lr_ref.shape:
                         raise _ModelOutputError(
                             f"evaluate_folder: model.downscale gave {tuple(lr.shape)} "
@@ -323,7 +348,7 @@ def evaluate_folder(
                         )
                     # Lazily, one draw at a time, so only one reconstruction is held in memory.
                     srs = (
-                        model.upscale(
+                        upscale(
                             lr,
                             temperature=temperature,
                             generator=torch.Generator(dev).manual_seed(seed + d),
