@@ -4,9 +4,10 @@ Usage:
     python benchmarks/irn_tiling.py --margin [--scales 2 4] [--size 1024]
     python benchmarks/irn_tiling.py --calibrate [--scales 2 4] [--sides 256 512 768 1024] [--jobs N]
     python benchmarks/irn_tiling.py [--scales 2 4] [--photo 6000x4000] [--memory MB] [--threads N]
+    python benchmarks/irn_tiling.py --agreement [--scales 2 4]
     python benchmarks/irn_tiling.py --tables
 
-Each mode stores its part (`margin`, `calibrate`, `photo`) in
+Each mode stores its part (`margin`, `calibrate`, `agreement`, `photo`) in
 `benchmarks/results/irn_tiling_cpu.json` (`--out` to change), keeping the other parts;
 `--tables` prints the Markdown tables of `flowlearn.irn.tiling`'s docstring from that file.
 
@@ -26,6 +27,10 @@ Each mode stores its part (`margin`, `calibrate`, `photo`) in
   `model.inverse` of `[LR, z]`) without gradients; the rise of the peak resident set size
   (`ru_maxrss`) over the resident size before the call is recorded, and a line
   `rise = workspace + bytes_per_pixel * side²` is fitted (least squares over sides >= 512).
+* `--agreement`: every Set5 and Set14 image (cropped to a multiple of the scale) is
+  downscaled and upscaled (seed 0) whole and in tiles of half its size with the default margin;
+  the protocol's PSNR (Y and RGB, `evaluate_pair`) of both against the HR image, the PSNR
+  between the two reconstructions and the share of LR values that differ are recorded.
 * default: a `--photo` photo is written to a temporary folder (the mirrored BSDS500 photo,
   never committed), then `flowlearn irn downscale` and `flowlearn irn upscale --seed 0` run on
   it for each scale, each in a fresh process under `/usr/bin/time -v` (where it exists), which
@@ -270,6 +275,51 @@ def calibrate(scales: list[int], sides: list[int], jobs: int = 1) -> dict[str, A
     return {"rows": rows, "fits": fits}
 
 
+# -------------------------------------------------------------------------------- agreement
+
+
+def agreement(scales: list[int]) -> dict[str, Any]:
+    """Tiled against whole-image results on every Set5 and Set14 image (tiles of half the image)."""
+    from flowlearn.images.io import list_images, read_image
+    from flowlearn.images.metrics import modcrop, psnr
+    from flowlearn.irn.checkpoint import load
+    from flowlearn.irn.evaluate import evaluate_pair
+    from flowlearn.irn.fast import accelerate
+    from flowlearn.irn.tiling import downscale_tiled, plan_tiles, upscale_tiled
+
+    rows: list[dict[str, Any]] = []
+    for s in scales:
+        model = accelerate(load(f"x{s}")).eval()
+        for dataset in ("set5", "set14"):
+            for path in list_images(_shared_dataset(dataset)):
+                hr = modcrop(read_image(path)[0], s)[None]
+                h, w = hr.shape[-2] // s, hr.shape[-1] // s
+                tile = max(h, w) // 2
+                with torch.no_grad():
+                    lr_whole = model.downscale(hr)
+                    sr_whole = model.upscale(lr_whole, generator=torch.Generator().manual_seed(0))
+                lr = downscale_tiled(model, hr, tile=tile)
+                sr = upscale_tiled(model, lr, generator=torch.Generator().manual_seed(0), tile=tile)
+                ours, theirs = evaluate_pair(hr, sr, s), evaluate_pair(hr, sr_whole, s)
+                row: dict[str, Any] = {
+                    "scale": s,
+                    "image": f"{dataset}/{path.name}",
+                    "tiles": len(plan_tiles(h, w, s, tile=tile)),
+                    "lr_values_differing": float((lr != lr_whole).double().mean()),
+                    "psnr_between_sr_db": float(psnr(sr.double(), sr_whole.double())),
+                    "psnr_y_tiled": ours["psnr_y"],
+                    "psnr_y_whole": theirs["psnr_y"],
+                    "psnr_rgb_tiled": ours["psnr_rgb"],
+                    "psnr_rgb_whole": theirs["psnr_rgb"],
+                }
+                print(row, flush=True)
+                rows.append(row)
+    worst = max(
+        abs(r[f"psnr_{c}_tiled"] - r[f"psnr_{c}_whole"]) for r in rows for c in ("y", "rgb")
+    )
+    return {"rows": rows, "max_abs_psnr_difference_db": worst}
+
+
 # ------------------------------------------------------------------------------------- photo
 
 
@@ -427,6 +477,7 @@ def main() -> None:
     parser.add_argument("--margin", action="store_true", help="propagation and tiling error")
     parser.add_argument("--calibrate", action="store_true", help="memory per pixel")
     parser.add_argument("--tables", action="store_true", help="print the docstring's tables")
+    parser.add_argument("--agreement", action="store_true", help="tiled vs whole on Set5/14")
     parser.add_argument("--scales", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--size", type=int, default=1024, help="--margin: side of the photo")
     parser.add_argument("--sides", type=int, nargs="+", default=[256, 512, 768, 1024])
@@ -444,6 +495,11 @@ def main() -> None:
         value: dict[str, Any] = {f"x{s}": measure_margin(s, args.size) for s in args.scales}
         value["meta"] = {**meta, "loadavg_after": list(os.getloadavg())}
         _store(args.out, "margin", value)
+    elif args.agreement:
+        meta = _meta()
+        value = agreement(args.scales)
+        value["meta"] = {**meta, "loadavg_after": list(os.getloadavg())}
+        _store(args.out, "agreement", value)
     elif args.calibrate:
         meta = _meta()
         value = calibrate(args.scales, args.sides, args.jobs)

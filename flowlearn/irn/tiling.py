@@ -89,18 +89,23 @@ References:
 
 Examples:
     >>> import torch
+    >>> from flowlearn.checks import jitter_parameters
     >>> from flowlearn.irn.model import IRN
     >>> _ = torch.manual_seed(0)
-    >>> net = IRN(2, blocks=[1], growth=4).eval()
+    >>> net = jitter_parameters(IRN(2, blocks=[1], growth=4), scale=0.05, seed=0).eval()
     >>> hr = torch.rand(1, 3, 40, 36)
-    >>> lr = downscale_tiled(net, hr, tile=8, margin=6)  # 3 x 3 tiles of at most 8² LR pixels
+    >>> # one coupling reaches 10 pixels: 3 x 3 tiles of at most 8² LR pixels, margin 10
+    >>> lr = downscale_tiled(net, hr, tile=8, margin=10)
     >>> lr.shape
     torch.Size([1, 3, 20, 18])
     >>> bool((lr - net.downscale(hr)).abs().max() <= 1 / 255)
     True
     >>> g = lambda: torch.Generator().manual_seed(0)
-    >>> sr = upscale_tiled(net, lr, generator=g(), tile=8, margin=6)
+    >>> sr = upscale_tiled(net, lr, generator=g(), tile=8, margin=10)
     >>> bool((sr - net.upscale(lr, generator=g())).abs().max() < 1e-5)
+    True
+    >>> seams = upscale_tiled(net, lr, generator=g(), tile=8, margin=0)  # no margin: seams
+    >>> bool((seams - net.upscale(lr, generator=g())).abs().max() > 0.1)
     True
 """
 
