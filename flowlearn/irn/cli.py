@@ -157,7 +157,7 @@ def _rescale_files(args: argparse.Namespace, command: str, convert: Callable[...
     inputs = {Path(name).resolve() for name in args.images}
     for name in args.images:
         try:
-            _check_pixels(name, args.max_pixels, model.scale**2 if command == "upscale" else 1)
+            _check_pixels(name, args.max_pixels, model.scale if command == "upscale" else 1)
             x, note = read_image(name)  # (3, H, W) in [0, 1]
             if note:
                 report.note(f"{name}: {note}")
@@ -257,7 +257,7 @@ def _check_save_folder(save: Path, data: list[Path], overwrite: bool) -> None:
 
 
 def _check_pixels(name: str, max_pixels: int | None, factor: int) -> None:
-    r"""Refuse an image whose HR size (its size times `factor`) is over the pixel limit.
+    r"""Refuse an image whose HR size (each side times `factor`) is over the pixel limit.
 
     Only the file's header is read; a file Pillow cannot open is left to `read_image` to report.
     """

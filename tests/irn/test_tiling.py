@@ -272,6 +272,13 @@ def test_tiling_constants_follow_the_measurements() -> None:
         chosen = [row for row in sweep if row["margin"] <= MARGINS[scale]][-1]
         assert max(chosen["forward_max_err"], chosen["inverse_max_err"]) < tiling.TILE_ERROR
     assert MARGINS[8] >= MARGINS[4]
+    # the stored run over every Set5 and Set14 image (--agreement): within 0.01 dB
+    rows = data["agreement"]["rows"]
+    assert {r["image"] for r in rows} >= {"set5/baby.png", "set14/zebra.png"}
+    assert {r["scale"] for r in rows} == {2, 4} and min(r["tiles"] for r in rows) >= 4
+    for r in rows:
+        for c in ("y", "rgb"):
+            assert abs(r[f"psnr_{c}_tiled"] - r[f"psnr_{c}_whole"]) < 0.01, r
     fits = data["calibrate"]["fits"]
     assert tiling.BYTES_PER_PIXEL >= max(f["bytes_per_pixel"] for f in fits)
     assert tiling.WORKSPACE_MB >= max(f["workspace_mb"] for f in fits)
@@ -322,7 +329,12 @@ def test_cli_max_pixels_refused_before_decoding(
     lr = tmp_path / "lr.png"
     _png_claiming(lr, 3000, 3000)
     assert _run_cli("upscale", lr, "--model", "x4", "--out", tmp_path) == 1
-    assert "max_pixels=100000000" in capsys.readouterr().err
+    assert "12000x12000 = 144 megapixels" in capsys.readouterr().err
+    # and 2600 x 2400 at x4 (99.84 megapixels) is under the limit: only the decoder objects
+    _png_claiming(lr, 2600, 2400)
+    assert _run_cli("upscale", lr, "--model", "x4", "--out", tmp_path) == 1
+    err = capsys.readouterr().err
+    assert "max_pixels=" not in err and "cannot read image" in err
     # with the limit lifted the header passes, and the decoder finds the file truncated
     assert _run_cli("downscale", bomb, "--out", tmp_path, "--max-pixels", "0") == 1
     err = capsys.readouterr().err
