@@ -1,7 +1,5 @@
 """`python -m flowlearn` runs the command line."""
 
-import sys
+from flowlearn.cli import run
 
-from flowlearn.cli import main
-
-sys.exit(main())
+run()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -198,6 +199,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.environ.pop("FLOWLEARN_DEBUG", None)
         else:
             os.environ["FLOWLEARN_DEBUG"] = previous
+
+
+def run() -> None:
+    """Console-script entry: `main`, then exit with its status.
+
+    Once the command has returned, its outputs are written; a Ctrl-C that arrives during the
+    interpreter's shutdown is ignored, so the exit status stays the command's own (without
+    this, Python restores the default handler while shutting down and the signal would kill
+    the process, status -2, after a successful run).
+    """
+    try:
+        status = main()
+    except KeyboardInterrupt:  # between the command's return and the line below
+        print("flowlearn: interrupted", file=sys.stderr)
+        status = EXIT_INTERRUPTED
+    finally:  # also after argparse's own exits (--help, usage errors)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

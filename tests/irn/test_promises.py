@@ -118,6 +118,25 @@ def test_train_sigint_saves_and_resume_matches_uninterrupted_run(
     assert interrupted >= 2
 
 
+def test_ctrl_c_during_shutdown_keeps_the_finished_commands_status(tmp_path: Path) -> None:
+    # A Ctrl-C that arrives after the command has returned (its outputs written), while the
+    # interpreter shuts down, must neither print a traceback nor turn status 0 into a kill.
+    # The atexit callback delivers it at exactly that moment, every time.
+    code = (
+        "import atexit, os, signal, sys, time\n"
+        "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(0.2)))\n"
+        "sys.argv = ['flowlearn', 'check', '--help']\n"
+        "from flowlearn.cli import run\n"
+        "run()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "usage: flowlearn check" in done.stdout
+    assert "KeyboardInterrupt" not in done.stderr, done.stderr
+
+
 def test_cli_damaged_checkpoint_is_one_line(
     images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
