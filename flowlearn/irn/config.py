@@ -22,6 +22,11 @@ A configuration has six sections. Every field, its default and its meaning:
 * `flips` (bool, true): random horizontal flip.
 * `rotations` (bool, true): random vertical flip and transpose (together with `flips`, the
   eight symmetries of the square).
+* `prescale` (float, 1.0): resize every training image by this factor in (0, 1] (bicubic
+  `imresize`) before cropping patches; 1 keeps them as they are (the paper's DIV2K PNGs).
+  Use 0.5 for JPEG photos such as BSDS500: JPEG usually stores colour at half resolution
+  (4:2:0), and a model trained on full-size JPEGs drifts in colour on images with fine colour
+  detail (`flowlearn.irn.data.IRNTrainSet`, the model card).
 * `workers` (int, 0): `DataLoader` worker processes (0 loads in the training process), per
   training process.
 * `pin_memory` (bool, true): on CUDA, load batches into pinned (page-locked) memory and copy
@@ -186,6 +191,7 @@ class DataConfig:
     batch_size: int = 16
     flips: bool = True
     rotations: bool = True
+    prescale: float = 1.0
     workers: int = 0
     pin_memory: bool = True
     seed: int = 10
@@ -443,6 +449,8 @@ def _validate(cfg: Config, where: str) -> None:
     ]:
         if not value > 0:
             fail(key, "positive", value)
+    if not 0 < d.prescale <= 1:
+        fail("data.prescale", "a factor in (0, 1] (1 keeps the images as they are)", d.prescale)
     if d.patch_size % m.scale:
         fail("data.patch_size", f"a multiple of model.scale = {m.scale}", d.patch_size)
     if d.workers < 0:

@@ -167,6 +167,13 @@ class IRNTrainSet(Dataset[tuple[Tensor, Tensor]]):
         patch_size: HR patch side $P$, a multiple of `scale`.
         flips: random horizontal flip.
         rotations: random vertical flip and transpose.
+        prescale: resize every image by this factor in (0, 1] with `imresize` (bicubic,
+            antialiased) before anything else; 1 keeps the images as they are. 0.5 on JPEG
+            photos gives the colour back its full resolution: JPEG usually stores the two
+            chroma channels at half the width and height (4:2:0), so a full-size JPEG has no fine
+            colour detail, and a model trained only on such photos drifts in colour on images
+            that have it (see the model card). Halving the photo halves the luma's resolution
+            to that of the chroma.
 
     Items: `(hr, lr)` float32 tensors of shapes `(3, P, P)` and `(3, P/s, P/s)` in [0, 1].
 
@@ -193,10 +200,13 @@ class IRNTrainSet(Dataset[tuple[Tensor, Tensor]]):
         *,
         flips: bool = True,
         rotations: bool = True,
+        prescale: float = 1.0,
     ) -> None:
         if patch_size % scale:
             raise ValueError(f"patch size {patch_size} is not a multiple of the scale {scale}")
-        self.scale, self.patch_size = scale, patch_size
+        if not 0 < prescale <= 1:
+            raise ValueError(f"prescale must be in (0, 1] (1 keeps the images), got {prescale}")
+        self.scale, self.patch_size, self.prescale = scale, patch_size, prescale
         self.flips, self.rotations = flips, rotations
         self.files = _image_files(Path(folder))
         self._hr: list[Tensor] = []
@@ -206,12 +216,16 @@ class IRNTrainSet(Dataset[tuple[Tensor, Tensor]]):
             x, note = read_image(path)  # (3, H, W) in [0, 1]
             if note:
                 logger.warning("%s: %s", path, note)
+            if prescale != 1:
+                x = imresize(x, prescale).clamp(0, 1)  # (3, ~H p, ~W p), no longer 8-bit
             H, W = x.shape[-2:]
             h, w = H - H % scale, W - W % scale
             if min(h, w) < patch_size:
+                resized = f" after resizing by {prescale}" if prescale != 1 else ""
                 raise ValueError(
-                    f"{path}: {W}x{H} image is smaller than the {patch_size}x{patch_size} "
-                    f"training patch (after cropping to a multiple of {scale})"
+                    f"{path}: {W}x{H} image{resized} is smaller than the "
+                    f"{patch_size}x{patch_size} training patch (after cropping to a multiple "
+                    f"of {scale})"
                 )
             if (h, w) != (H, W):
                 cropped.append(f"{path.name} {W}x{H}→{w}x{h}")

@@ -481,6 +481,7 @@ def _train(
         cfg.data.patch_size,
         flips=cfg.data.flips,
         rotations=cfg.data.rotations,
+        prescale=cfg.data.prescale,
     )
     model = _build_model(cfg, device).train()
     if cfg.run.compile:

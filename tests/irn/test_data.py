@@ -112,6 +112,45 @@ def test_dataset_image_smaller_than_patch_names_file(folder: Path) -> None:
         IRNTrainSet(folder, scale=2, patch_size=32)
 
 
+def test_dataset_prescale_resizes_before_cropping(tmp_path: Path) -> None:
+    write_image(tmp_path / "a.png", smooth_image(82, 98, 0))
+    x = IRNTrainSet(tmp_path, scale=2, patch_size=16).image(0)
+    data = IRNTrainSet(tmp_path, scale=2, patch_size=16, prescale=0.5)
+    expected = imresize(x, 0.5).clamp(0, 1)  # (3, 41, 49), then cropped to a multiple of 2
+    assert data.image(0).shape == (3, 40, 48)
+    torch.testing.assert_close(data.image(0), expected[:, :40, :48])
+    torch.testing.assert_close(data.lr_reference(0), imresize(expected[:, :40, :48], 0.5))
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match=r"prescale must be in \(0, 1\]"):
+            IRNTrainSet(tmp_path, scale=2, patch_size=16, prescale=bad)
+    with pytest.raises(ValueError, match=r"a\.png: 49x41 image after resizing by 0\.5 is smaller"):
+        IRNTrainSet(tmp_path, scale=2, patch_size=42, prescale=0.5)
+
+
+def _colour_detail(x: torch.Tensor) -> float:
+    """Energy of the finest-octave detail of Cb and Cr, over that of the luma Y."""
+    r, g, b = x
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    channels = [y, 0.564 * (b - y), 0.713 * (r - y)]
+    energy = [float((c[:, 1:] - c[:, :-1]).square().mean()) for c in channels]
+    return (energy[1] + energy[2]) / energy[0]
+
+
+def test_prescale_gives_a_4_2_0_jpeg_back_its_colour_detail(tmp_path: Path) -> None:
+    # JPEG usually stores Cb and Cr at half resolution (4:2:0): the decoded photo has almost no
+    # fine colour detail. Halving the photo brings the luma down to the chroma's resolution.
+    g = torch.Generator().manual_seed(0)
+    coarse = torch.rand(3, 24, 32, generator=g)
+    x = torch.nn.functional.interpolate(coarse[None], scale_factor=4, mode="bilinear")[0]
+    x = (x + 0.15 * torch.rand(3, 96, 128, generator=g)).clamp(0, 1)  # detail in every channel
+    pixels = (x * 255).round().byte().permute(1, 2, 0).numpy()
+    Image.fromarray(pixels).save(tmp_path / "photo.jpg", quality=95, subsampling=2)
+    full = IRNTrainSet(tmp_path, scale=2, patch_size=16).image(0)
+    halved = IRNTrainSet(tmp_path, scale=2, patch_size=16, prescale=0.5).image(0)
+    assert _colour_detail(full) < 0.6 * _colour_detail(x)  # the JPEG lost colour detail
+    assert _colour_detail(halved) > 1.5 * _colour_detail(full)
+
+
 def test_dataset_searches_subfolders(tmp_path: Path) -> None:
     for sub in ["b", "a"]:
         (tmp_path / sub).mkdir()

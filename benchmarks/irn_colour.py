@@ -1,0 +1,193 @@
+"""Colour of the IRN's LR image: its fidelity to the bicubic LR, and the training data's colour.
+
+Usage:
+    python benchmarks/irn_colour.py [--scales 2 4] [--model x2=FILE ...] [--figure PNG]
+        [--out benchmarks/results/irn_colour_cpu.json]
+
+For each scale and model (the shipped one, `flowlearn.irn.load("x<s>")`, or `--model
+x<s>=FILE`, several allowed, each stored under its own name) and each of Set5, Set14 and the
+demo photo (the package's `astronaut_256.png`), every image is cropped to a multiple of the scale
+and downscaled; the LR as delivered (rounded to 8 bits) is compared with the bicubic LR (MATLAB
+`imresize`, rounded to 8 bits), which the LR-guidance loss trains it to follow:
+
+* `lr_psnr_rgb`: PSNR over the three channels, in dB (no border);
+* `lr_p999`: the 99.9th percentile of the per-pixel colour error, the Euclidean length of the
+  RGB difference in 8-bit levels (a blotch is a few per cent of the pixels far off in colour);
+* `lr_luma_rmse`, `lr_chroma_rmse`: the error split into BT.601 luma Y and the two colour
+  differences $C_b = 0.564 (B - Y)$, $C_r = 0.713 (R - Y)$ (RMS over both), in 8-bit levels;
+* `sr_psnr_rgb`, `sr_psnr_y`: the reconstruction with $z \\sim \\mathcal N(0, I)$ (seed 0) by the
+  paper's protocol (`evaluate_pair`, border = scale).
+
+Dataset values are means over the images (the demo photo is one image); `min_lr_psnr_rgb` names
+the worst image.
+
+The `data` part measures why the colour drifts: the share of fine colour detail in a photo,
+$r = (E_{C_b} + E_{C_r}) / E_Y$ where $E$ is the energy of the 2×2 Haar detail bands (the finest
+octave) of each channel, for the BSDS500 training JPEGs as they are and resized by 0.5
+(`data.prescale`), and for Set5/Set14 (PNG). JPEG usually stores $C_b, C_r$ at half resolution
+(4:2:0), so full-size JPEGs have almost no finest-octave colour detail for the model to learn.
+
+`--figure` writes crops of the demo photo's LR images (bicubic, then each model) where the first
+model's colour error is largest, enlarged 4× with nearest neighbours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from flowlearn.images.imresize import imresize
+from flowlearn.images.io import atomic_write, list_images, read_image
+from flowlearn.images.metrics import modcrop, psnr, quantize_8bit
+from flowlearn.irn import IRN, load
+from flowlearn.irn.evaluate import bicubic_downscale, evaluate_pair
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = ROOT.parent / "shared" / "datasets"
+DEMO = ROOT / "flowlearn" / "irn" / "weights" / "astronaut_256.png"
+
+
+def ycbcr(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    r"""BT.601 luma $Y$ and the colour differences $C_b, C_r$ of `(..., 3, H, W)` RGB."""
+    r, g, b = x.unbind(-3)
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    return y, 0.564 * (b - y), 0.713 * (r - y)
+
+
+def lr_colour(model: IRN, hr: Tensor, scale: int, seed: int = 0) -> dict[str, Any]:
+    """The LR's colour error against the bicubic LR, and the SR's PSNR, for one HR image."""
+    with torch.no_grad():
+        lr = quantize_8bit(model.downscale(hr[None]))  # (1, 3, H/s, W/s)
+        sr = model.upscale(lr, generator=torch.Generator().manual_seed(seed)).clamp(0, 1)
+    ref = quantize_8bit(bicubic_downscale(hr, scale))[None]
+    error = (lr - ref).norm(dim=1).flatten() * 255
+    (y1, cb1, cr1), (y2, cb2, cr2) = ycbcr(lr), ycbcr(ref)
+    chroma = ((cb1 - cb2).square() + (cr1 - cr2).square()) / 2
+    sr_scores = evaluate_pair(hr, sr[0], scale)
+    return {
+        "lr_psnr_rgb": float(psnr(lr, ref)),
+        "lr_p999": float(torch.quantile(error, 0.999)),
+        "lr_luma_rmse": float((y1 - y2).square().mean().sqrt() * 255),
+        "lr_chroma_rmse": float(chroma.mean().sqrt() * 255),
+        "sr_psnr_rgb": sr_scores["psnr_rgb"],
+        "sr_psnr_y": sr_scores["psnr_y"],
+    }
+
+
+def hr_images(name: str, scale: int) -> list[tuple[str, Tensor]]:
+    """`(file name, HR image cropped to a multiple of the scale)` of a test set or the demo."""
+    files = [DEMO] if name == "demo" else list_images(DATASETS / name)
+    return [(f.name, modcrop(read_image(f)[0], scale)) for f in files]
+
+
+def model_scores(model: IRN, scale: int) -> dict[str, Any]:
+    """`lr_colour` averaged over Set5, Set14 and the demo photo."""
+    result: dict[str, Any] = {}
+    for name in ("set5", "set14", "demo"):
+        rows = {f: lr_colour(model, hr, scale) for f, hr in hr_images(name, scale)}
+        keys = next(iter(rows.values()))
+        mean: dict[str, Any] = {k: float(np.mean([r[k] for r in rows.values()])) for k in keys}
+        worst = min(rows, key=lambda f: rows[f]["lr_psnr_rgb"])
+        mean["min_lr_psnr_rgb"] = [worst, rows[worst]["lr_psnr_rgb"]]
+        result[name] = mean
+        print(f"x{scale} {name}: " + json.dumps(mean), flush=True)
+    return result
+
+
+def detail_ratio(x: Tensor) -> float:
+    r"""$(E_{C_b} + E_{C_r}) / E_Y$ over the 2×2 Haar detail bands of a `(3, H, W)` image."""
+    x = x[:, : x.shape[1] // 2 * 2, : x.shape[2] // 2 * 2]
+
+    def detail(c: Tensor) -> float:
+        a, b, d, e = c[0::2, 0::2], c[0::2, 1::2], c[1::2, 0::2], c[1::2, 1::2]
+        return float(((a - b + d - e) ** 2 + (a + b - d - e) ** 2 + (a - b - d + e) ** 2).mean())
+
+    y, cb, cr = ycbcr(x)
+    return (detail(cb) + detail(cr)) / detail(y)
+
+
+def data_scores() -> dict[str, Any]:
+    """The share of finest-octave colour detail in the training photos and the test images."""
+    train = [read_image(f)[0] for f in list_images(DATASETS / "bsds500" / "train")]
+    out = {
+        "bsds500_train": float(np.mean([detail_ratio(x) for x in train])),
+        "bsds500_train_prescale_0.5": float(
+            np.mean([detail_ratio(imresize(x, 0.5).clamp(0, 1)) for x in train])
+        ),
+    }
+    for name in ("set5", "set14"):
+        out[name] = float(np.mean([detail_ratio(x) for _, x in hr_images(name, 1)]))
+    print("colour detail ratio:", json.dumps(out), flush=True)
+    return out
+
+
+def crops_figure(models: dict[str, IRN], scale: int, path: Path, size: int = 32) -> None:
+    """Bicubic LR and each model's LR on the demo photo, where the first model errs most."""
+    from PIL import Image
+
+    hr = hr_images("demo", scale)[0][1]
+    ref = quantize_8bit(bicubic_downscale(hr, scale))
+    with torch.no_grad():
+        lrs = {n: quantize_8bit(m.downscale(hr[None]))[0] for n, m in models.items()}
+    first = next(iter(lrs.values()))
+    error = torch.nn.functional.avg_pool2d((first - ref).norm(dim=0)[None, None], size, stride=4)
+    i, j = divmod(int(error.flatten().argmax()), error.shape[-1])
+    i, j = 4 * i, 4 * j
+    panels = [ref, *lrs.values()]
+    row = torch.cat([p[:, i : i + size, j : j + size] for p in panels], dim=2)
+    big = row.repeat_interleave(4, dim=1).repeat_interleave(4, dim=2)
+    pixels = (big * 255).round().byte().permute(1, 2, 0).numpy()
+    with atomic_write(path) as tmp:
+        Image.fromarray(pixels).save(tmp, format="PNG")
+    print(f"wrote {path}: bicubic | {' | '.join(lrs)} at LR ({i}, {j}), {size}² LR pixels")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scales", type=int, nargs="+", default=[2, 4])
+    parser.add_argument(
+        "--model", action="append", default=[], metavar="xS=FILE", help="a model to add"
+    )
+    parser.add_argument("--figure", type=Path, help="PNG of the demo's LR crops (first scale)")
+    parser.add_argument("--no-data", action="store_true", help="skip the training-data part")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/irn_colour_cpu.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    extra: dict[int, list[str]] = {}
+    for item in args.model:
+        key, _, file = item.partition("=")
+        if not key.startswith("x") or not file:
+            parser.error(f"--model takes x<scale>=FILE, got {item!r}")
+        extra.setdefault(int(key[1:]), []).append(file)
+    out: dict[str, Any] = {
+        "machine": {"platform": platform.platform(), "torch": torch.__version__},
+        "threads": args.threads,
+    }
+    if not args.no_data:
+        out["data"] = data_scores()
+    for s in args.scales:
+        models = {f"shipped x{s}": load(f"x{s}").eval()}
+        models.update({Path(f).name: load(f).eval() for f in extra.get(s, [])})
+        out[f"x{s}"] = {}
+        for name, model in models.items():
+            print(f"== {name}", flush=True)
+            out[f"x{s}"][name] = model_scores(model, s)
+        if args.figure and s == args.scales[0]:
+            crops_figure(models, s, args.figure)
+    with atomic_write(args.out) as tmp:
+        tmp.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
