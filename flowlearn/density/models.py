@@ -8,6 +8,8 @@ distribution to get a density, e.g. `Flow(NICE(2), StandardLogistic(2))` or
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -20,6 +22,13 @@ from flowlearn.layers.spline import SplineCoupling
 from flowlearn.layers.squeeze import Squeeze
 
 __all__ = ["NICE", "Glow", "MultiScaleRealNVP", "NeuralSplineFlow", "RealNVP", "glow_step"]
+
+
+def _alternating(model: str, couplings: int, coupling: Callable[[int], Bijector]) -> list[Bijector]:
+    """`couplings` layers `coupling(parity)`, the parity alternating 0, 1, 0, ... (at least one)."""
+    if couplings < 1:
+        raise ValueError(f"{model}: couplings must be positive, got {couplings}")
+    return [coupling(k % 2) for k in range(couplings)]
 
 
 class NICE(FlowSequential):
@@ -76,14 +85,13 @@ class NICE(FlowSequential):
         depth: int = 5,
         subnet: SubnetFactory | None = None,
     ) -> None:
-        if couplings < 1:
-            raise ValueError(f"NICE: couplings must be positive, got {couplings}")
         net = subnet if subnet is not None else mlp(hidden=hidden, depth=depth)
-        layers: list[Bijector] = [
-            AdditiveCoupling(dim, net, mask="channel", parity=k % 2) for k in range(couplings)
-        ]
-        layers.append(DiagonalScaling(dim))
-        super().__init__(*layers)
+        layers = _alternating(
+            "NICE",
+            couplings,
+            lambda parity: AdditiveCoupling(dim, net, mask="channel", parity=parity),
+        )
+        super().__init__(*layers, DiagonalScaling(dim))
         self.dim = dim
 
 
@@ -132,15 +140,13 @@ class RealNVP(FlowSequential):
         clamp: float | None = 2.0,
         subnet: SubnetFactory | None = None,
     ) -> None:
-        if couplings < 1:
-            raise ValueError(f"RealNVP: couplings must be positive, got {couplings}")
         net = subnet if subnet is not None else mlp(hidden=hidden, depth=depth)
-        super().__init__(
-            *[
-                AffineCoupling(dim, net, mask="channel", parity=k % 2, clamp=clamp)
-                for k in range(couplings)
-            ]
+        layers = _alternating(
+            "RealNVP",
+            couplings,
+            lambda parity: AffineCoupling(dim, net, mask="channel", parity=parity, clamp=clamp),
         )
+        super().__init__(*layers)
         self.dim = dim
 
 
@@ -154,6 +160,18 @@ def _couplings(
             layers.append(ActNorm(channels))
         layers.append(AffineCoupling(channels, subnet, mask=mask, parity=k % 2, clamp=clamp))  # type: ignore[arg-type]
     return FlowSequential(*layers)
+
+
+def _factor_out(h: Tensor, inner: Bijector, *, inverse: bool) -> tuple[Tensor, Tensor]:
+    r"""Factor out half the channels of `h` `(B, 4C, H, W)` as $z$, map the other half with `inner`.
+
+    $z$ (the first $2C$ channels) leaves unchanged; the rest goes through `inner` (its inverse
+    with `inverse=True`); the two are concatenated back, $z$ first (RealNVP §3.6, Eq. 13–14).
+    Returns the concatenation and the log-det of `inner`.
+    """
+    z, h = h.chunk(2, dim=1)  # factored out z and the rest, each (B, 2C, H, W)
+    h, logdet = inner.inverse(h) if inverse else inner(h)  # (B, 2C, H, W)
+    return torch.cat([z, h], dim=1), logdet  # (B, 4C, H, W)
 
 
 class _Scale(Bijector):
@@ -193,20 +211,18 @@ class _Scale(Bijector):
         logdet = logdet + ld
         h, ld = self.channel(h)  # (B, 4C, H/2, W/2)
         logdet = logdet + ld
-        z, h = h.chunk(2, dim=1)  # factored out z and the rest, each (B, 2C, H/2, W/2)
-        h, ld = self.inner(h)  # (B, 2C, H/2, W/2)
+        h, ld = _factor_out(h, self.inner, inverse=False)  # (B, 4C, H/2, W/2)
         logdet = logdet + ld
-        y, ld = self.squeeze.inverse(torch.cat([z, h], dim=1))  # (B, C, H, W)
+        y, ld = self.squeeze.inverse(h)  # (B, C, H, W)
         return y, logdet + ld
 
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
         if self.inner is None:
             return self.checker.inverse(y)
         h, logdet = self.squeeze(y)  # (B, 4C, H/2, W/2)
-        z, h = h.chunk(2, dim=1)  # each (B, 2C, H/2, W/2)
-        h, ld = self.inner.inverse(h)
+        h, ld = _factor_out(h, self.inner, inverse=True)  # (B, 4C, H/2, W/2)
         logdet = logdet + ld
-        h, ld = self.channel.inverse(torch.cat([z, h], dim=1))  # (B, 4C, H/2, W/2)
+        h, ld = self.channel.inverse(h)  # (B, 4C, H/2, W/2)
         logdet = logdet + ld
         h, ld = self.squeeze.inverse(h)  # (B, C, H, W)
         logdet = logdet + ld
@@ -214,7 +230,51 @@ class _Scale(Bijector):
         return x, logdet + ld
 
 
-class MultiScaleRealNVP(Bijector):
+class _MultiScale(Bijector):
+    r"""The part `MultiScaleRealNVP` and `Glow` share: the outermost scale and the latent layout.
+
+    `outer` maps `(B, C, H, W)` to a latent of the same shape; inputs must have $C$ channels and
+    $H, W$ divisible by `factor` ($2^{\text{squeezes}}$). `depth` names the number of scales for
+    error messages (`"3 scales"`).
+    """
+
+    def __init__(self, channels: int, outer: Bijector, factor: int, depth: str) -> None:
+        super().__init__()
+        self.channels = channels
+        self._factor, self._depth = factor, depth
+        self.outer = outer
+
+    def _check(self, x: Tensor) -> None:
+        check_rank(self, x, (4,))
+        factor = self._factor
+        if x.shape[1] != self.channels or x.shape[2] % factor or x.shape[3] % factor:
+            raise ValueError(
+                f"{type(self).__name__}: expected input of shape (B, {self.channels}, H, W) with "
+                f"H and W divisible by {factor} ({self._depth}), received shape {tuple(x.shape)}"
+            )
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Map images to the concatenated latent of the same shape, with the log-det."""
+        self._check(x)
+        return self.outer(x)
+
+    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Map a latent of the input's shape back to images, with the inverse log-det."""
+        self._check(y)
+        return self.outer.inverse(y)
+
+    def _unstack(self, y: Tensor, splits: int) -> tuple[list[Tensor], Tensor]:
+        r"""Undo the latent layout `splits` times: $[z^{(1)}, \dots]$ and what is left."""
+        self._check(y)
+        squeeze, out, h = Squeeze(), [], y
+        for _ in range(splits):
+            h, _ = squeeze(h)  # (B, 4C_i, H_i/2, W_i/2)
+            z, h = h.chunk(2, dim=1)
+            out.append(z)
+        return out, h
+
+
+class MultiScaleRealNVP(_MultiScale):
     r"""Multi-scale RealNVP for images: couplings, squeezes and factored-out latents.
 
     Scale $i < L$ maps $h^{(i-1)}$ (with $C_i$ channels) through `checker` affine couplings with
@@ -283,36 +343,16 @@ class MultiScaleRealNVP(Bijector):
         actnorm: bool = False,
         subnet: SubnetFactory | None = None,
     ) -> None:
-        super().__init__()
         if scales < 1:
             raise ValueError(f"MultiScaleRealNVP: scales must be positive, got {scales}")
-        self.channels, self.scales = channels, scales
         inner: _Scale | None = None
         # build from the innermost scale out: scale i works on C * 2**i channels
         for i in reversed(range(scales)):
             net = subnet if subnet is not None else conv_net(hidden=hidden * 2**i)
             inner = _Scale(channels * 2**i, net, clamp, inner, checker, channel, final, actnorm)
         assert inner is not None
-        self.outer = inner
-
-    def _check(self, x: Tensor) -> None:
-        check_rank(self, x, (4,))
-        factor = 2 ** (self.scales - 1)
-        if x.shape[1] != self.channels or x.shape[2] % factor or x.shape[3] % factor:
-            raise ValueError(
-                f"MultiScaleRealNVP: expected input of shape (B, {self.channels}, H, W) with H and "
-                f"W divisible by {factor} ({self.scales} scales), received shape {tuple(x.shape)}"
-            )
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Map images to the concatenated latent of the same shape, with the log-det."""
-        self._check(x)
-        return self.outer(x)
-
-    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Map a latent of the input's shape back to images, with the inverse log-det."""
-        self._check(y)
-        return self.outer.inverse(y)
+        super().__init__(channels, inner, 2 ** (scales - 1), f"{scales} scales")
+        self.scales = scales
 
     def split_latent(self, y: Tensor) -> list[Tensor]:
         r"""Split a latent `y` `(B, C, H, W)` into $[z^{(1)}, \dots, z^{(L)}]$.
@@ -320,14 +360,8 @@ class MultiScaleRealNVP(Bijector):
         $z^{(i)}$ has shape `(B, 2^i C, H/2^i, W/2^i)` for $i < L$ and $z^{(L)}$ the shape of
         $h^{(L-1)}$, `(B, 2^{L-1} C, H/2^{L-1}, W/2^{L-1})`.
         """
-        self._check(y)
-        squeeze, out, h = Squeeze(), [], y
-        for _ in range(self.scales - 1):
-            h, _ = squeeze(h)  # (B, 4C_i, H_i/2, W_i/2)
-            z, h = h.chunk(2, dim=1)
-            out.append(z)
-        out.append(h)
-        return out
+        zs, h = self._unstack(y, self.scales - 1)
+        return [*zs, h]
 
 
 def glow_step(channels: int, subnet: SubnetFactory, clamp: float | None) -> FlowSequential:
@@ -379,43 +413,39 @@ class _GlowLevel(Bijector):
         h, ld = self.steps(h)
         logdet = logdet + ld
         if self.inner is not None:
-            z, h = h.chunk(2, dim=1)  # split: z leaves, h goes on, each (B, 2C, H/2, W/2)
-            h, ld = self.inner(h)  # (B, 2C, H/2, W/2)
+            h, ld = _factor_out(h, self.inner, inverse=False)  # split: (B, 4C, H/2, W/2)
             logdet = logdet + ld
-            h = torch.cat([z, h], dim=1)  # (B, 4C, H/2, W/2)
         y, ld = self.squeeze.inverse(h)  # (B, C, H, W)
         return y, logdet + ld
 
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
         h, logdet = self.squeeze(y)  # (B, 4C, H/2, W/2)
         if self.inner is not None:
-            z, h = h.chunk(2, dim=1)  # each (B, 2C, H/2, W/2)
-            h, ld = self.inner.inverse(h)
+            h, ld = _factor_out(h, self.inner, inverse=True)  # (B, 4C, H/2, W/2)
             logdet = logdet + ld
-            h = torch.cat([z, h], dim=1)  # (B, 4C, H/2, W/2)
         h, ld = self.steps.inverse(h)
         logdet = logdet + ld
         x, ld = self.squeeze.inverse(h)  # (B, C, H, W)
         return x, logdet + ld
 
 
-class Glow(Bijector):
+class Glow(_MultiScale):
     r"""Glow for images: levels of squeeze, flow steps (actnorm, 1×1 convolution, coupling), split.
 
     Level $i < L$ squeezes $h^{(i-1)}$ ($C_i$ channels) to $4C_i$ channels, applies `steps`
-    flow steps, each $	ext{ActNorm} 	o 	ext{InvertibleConv1x1} 	o 	ext{AffineCoupling}$
+    flow steps, each $\text{ActNorm} \to \text{InvertibleConv1x1} \to \text{AffineCoupling}$
     (see `glow_step`), and splits off half the channels as $z^{(i)}$; the last level squeezes
     and applies its steps, with no split (Glow §3, Fig. 2; the multi-scale architecture of
     RealNVP §3.6):
 
     $$
-    (z^{(i)}, h^{(i)}) = \operatorname{split}igl(F_i(\operatorname{squeeze}(h^{(i-1)}))igr),
+    (z^{(i)}, h^{(i)}) = \operatorname{split}\bigl(F_i(\operatorname{squeeze}(h^{(i-1)}))\bigr),
     \qquad z^{(L)} = F_L(\operatorname{squeeze}(h^{(L-1)})), \qquad
     \log|\det J| = \sum_{i=1}^{L} \log|\det J_{F_i}| ,
     $$
 
     where each step of $F_i$ adds $-HW\sum_c \log\sigma_c$ (actnorm), $HW \sum_c \log|s_c|$
-    (1×1 convolution) and $\sum s$ (coupling) at that level's size $H 	imes W$.
+    (1×1 convolution) and $\sum s$ (coupling) at that level's size $H \times W$.
 
     **Latent layout.** As in `MultiScaleRealNVP`: `forward` returns one tensor of the input's
     shape; each level concatenates $z^{(i)}$ (first) with the deeper output (second) and
@@ -465,36 +495,16 @@ class Glow(Bijector):
         clamp: float | None = 2.0,
         subnet: SubnetFactory | None = None,
     ) -> None:
-        super().__init__()
         if levels < 1 or steps < 1:
             raise ValueError(f"Glow: levels and steps must be positive, got {levels}, {steps}")
-        self.channels, self.levels = channels, levels
         net = subnet if subnet is not None else conv_net(hidden=hidden)
         inner: _GlowLevel | None = None
         # build from the innermost level out: level i works on C * 2**i channels (before squeeze)
         for i in reversed(range(levels)):
             inner = _GlowLevel(channels * 2**i, net, clamp, steps, inner)
         assert inner is not None
-        self.outer = inner
-
-    def _check(self, x: Tensor) -> None:
-        check_rank(self, x, (4,))
-        factor = 2**self.levels
-        if x.shape[1] != self.channels or x.shape[2] % factor or x.shape[3] % factor:
-            raise ValueError(
-                f"Glow: expected input of shape (B, {self.channels}, H, W) with H and W "
-                f"divisible by {factor} ({self.levels} levels), received shape {tuple(x.shape)}"
-            )
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Map images to the concatenated latent of the same shape, with the log-det."""
-        self._check(x)
-        return self.outer(x)
-
-    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Map a latent of the input's shape back to images, with the inverse log-det."""
-        self._check(y)
-        return self.outer.inverse(y)
+        super().__init__(channels, inner, 2**levels, f"{levels} levels")
+        self.levels = levels
 
     def split_latent(self, y: Tensor) -> list[Tensor]:
         r"""Split a latent `y` `(B, C, H, W)` into $[z^{(1)}, \dots, z^{(L)}]$.
@@ -502,14 +512,8 @@ class Glow(Bijector):
         $z^{(i)}$ has shape `(B, 2^i C, H/2^i, W/2^i)` for $i < L$ and $z^{(L)}$, the last
         level's whole squeezed output, `(B, 2^{L+1} C, H/2^L, W/2^L)`.
         """
-        self._check(y)
-        squeeze, out, h = Squeeze(), [], y
-        for _ in range(self.levels - 1):
-            h, _ = squeeze(h)  # (B, 4C_i, H_i/2, W_i/2)
-            z, h = h.chunk(2, dim=1)
-            out.append(z)
-        out.append(squeeze(h)[0])
-        return out
+        zs, h = self._unstack(y, self.levels - 1)
+        return [*zs, Squeeze()(h)[0]]  # the last level's squeezed output
 
 
 class NeuralSplineFlow(FlowSequential):
@@ -562,13 +566,13 @@ class NeuralSplineFlow(FlowSequential):
         depth: int = 2,
         subnet: SubnetFactory | None = None,
     ) -> None:
-        if couplings < 1:
-            raise ValueError(f"NeuralSplineFlow: couplings must be positive, got {couplings}")
         net = subnet if subnet is not None else mlp(hidden=hidden, depth=depth)
-        super().__init__(
-            *[
-                SplineCoupling(dim, net, mask="channel", parity=k % 2, bins=bins, bound=bound)
-                for k in range(couplings)
-            ]
+        layers = _alternating(
+            "NeuralSplineFlow",
+            couplings,
+            lambda parity: SplineCoupling(
+                dim, net, mask="channel", parity=parity, bins=bins, bound=bound
+            ),
         )
+        super().__init__(*layers)
         self.dim = dim
