@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from flowlearn.core import check_channels, check_rank
+from flowlearn.core import SubnetFactory, check_channels, check_rank
 
 __all__ = [
     "MaskType",
@@ -32,6 +32,7 @@ __all__ = [
     "check_mask_args",
     "check_subnet_output",
     "checkerboard",
+    "coupling_subnet",
     "merge_channels",
     "split_channels",
 ]
@@ -70,6 +71,23 @@ def channel_sizes(channels: int, parity: int) -> tuple[int, int]:
     """
     half = channels // 2
     return (half, channels - half) if parity == 0 else (channels - half, half)
+
+
+def coupling_subnet(
+    subnet: SubnetFactory, channels: int, mask: str, parity: int, per_value: int
+) -> nn.Module:
+    r"""Call the factory `subnet(c_in, c_out)` with the sizes a coupling layer needs.
+
+    The subnet sees the conditioning part $x_1$ (`c_in` = its channels, or all $C$ for the
+    checkerboard, which zeroes the other pixels instead) and returns `per_value` numbers for every
+    value of the transformed part $x_2$ (`c_out` = `per_value` × its channels, or × $C$).
+
+    Examples:
+        >>> coupling_subnet(lambda c_in, c_out: nn.Linear(c_in, c_out), 5, "channel", 0, 2)
+        Linear(in_features=2, out_features=6, bias=True)
+    """
+    c1, c2 = channel_sizes(channels, parity) if mask == "channel" else (channels, channels)
+    return subnet(c1, per_value * c2)
 
 
 def split_channels(x: Tensor, parity: int) -> tuple[Tensor, Tensor]:

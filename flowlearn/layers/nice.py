@@ -13,11 +13,11 @@ from torch import Tensor, nn
 from flowlearn.core import Bijector, SubnetFactory, check_channels, check_rank
 from flowlearn.layers.masks import (
     MaskType,
-    channel_sizes,
     check_coupling_input,
     check_mask_args,
     check_subnet_output,
     checkerboard,
+    coupling_subnet,
     merge_channels,
     split_channels,
 )
@@ -75,11 +75,7 @@ class AdditiveCoupling(Bijector):
         super().__init__()
         check_mask_args("AdditiveCoupling", channels, mask, parity)
         self.channels, self.mask, self.parity = channels, mask, parity
-        if mask == "channel":
-            c1, c2 = channel_sizes(channels, parity)
-            self.subnet = subnet(c1, c2)
-        else:
-            self.subnet = subnet(channels, channels)
+        self.subnet = coupling_subnet(subnet, channels, mask, parity, per_value=1)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, mask={self.mask!r}, parity={self.parity}"

@@ -13,11 +13,11 @@ from torch import Tensor
 from flowlearn.core import Bijector, SubnetFactory
 from flowlearn.layers.masks import (
     MaskType,
-    channel_sizes,
     check_coupling_input,
     check_mask_args,
     check_subnet_output,
     checkerboard,
+    coupling_subnet,
     merge_channels,
     split_channels,
 )
@@ -112,11 +112,7 @@ class AffineCoupling(Bijector):
         if clamp is not None and not clamp > 0:
             raise ValueError(f"AffineCoupling: clamp must be positive or None, got {clamp}")
         self.channels, self.mask, self.parity, self.clamp = channels, mask, parity, clamp
-        if mask == "channel":
-            c1, c2 = channel_sizes(channels, parity)
-            self.subnet = subnet(c1, 2 * c2)
-        else:
-            self.subnet = subnet(channels, 2 * channels)
+        self.subnet = coupling_subnet(subnet, channels, mask, parity, per_value=2)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, mask={self.mask!r}, parity={self.parity}, clamp={self.clamp}"

@@ -25,11 +25,11 @@ from torch import Tensor
 from flowlearn.core import Bijector, SubnetFactory
 from flowlearn.layers.masks import (
     MaskType,
-    channel_sizes,
     check_coupling_input,
     check_mask_args,
     check_subnet_output,
     checkerboard,
+    coupling_subnet,
     merge_channels,
     split_channels,
 )
@@ -417,12 +417,7 @@ class SplineCoupling(Bijector):
             raise ValueError(f"SplineCoupling: bound must be positive, got {bound}")
         self.channels, self.mask, self.parity = channels, mask, parity
         self.bins, self.bound = bins, float(bound)
-        per_value = 3 * bins - 1
-        if mask == "channel":
-            c1, c2 = channel_sizes(channels, parity)
-            self.subnet = subnet(c1, per_value * c2)
-        else:
-            self.subnet = subnet(channels, per_value * channels)
+        self.subnet = coupling_subnet(subnet, channels, mask, parity, per_value=3 * bins - 1)
 
     def extra_repr(self) -> str:
         return (
@@ -443,30 +438,28 @@ class SplineCoupling(Bijector):
         w, h, d = self._params(x1, v)
         return rq_spline(v, w, h, d, self.bound, inverse=inverse)
 
+    def _couple(self, v: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+        r"""Keep $v_1$, bend $v_2$ by $f_{\theta(v_1)}$ (by $f^{-1}_{\theta(v_1)}$ if `inverse`).
+
+        Both directions have this one form: the spline's inverse is the only difference, and
+        `rq_spline` returns the log-derivative of the map it applied.
+        """
+        check_coupling_input(self, v, self.channels, self.mask)
+        if self.mask == "channel":
+            v1, v2 = split_channels(v, self.parity)
+            out2, log_derivative = self._spline(v2, v1, inverse)
+            out = merge_channels(v1, out2, self.parity)
+        else:
+            b = checkerboard(v, self.parity)  # (1, 1, H, W)
+            fv, log_derivative = self._spline(v, b * v, inverse)
+            log_derivative = (1 - b) * log_derivative  # only transformed pixels count
+            out = b * v + (1 - b) * fv
+        return out, log_derivative.flatten(1).sum(1)
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         r"""$y_2 = f_{\theta(x_1)}(x_2)$, log-det $\sum_j \log f'(x_{2,j})$."""
-        check_coupling_input(self, x, self.channels, self.mask)
-        if self.mask == "channel":
-            x1, x2 = split_channels(x, self.parity)
-            y2, log_derivative = self._spline(x2, x1, inverse=False)
-            y = merge_channels(x1, y2, self.parity)
-        else:
-            b = checkerboard(x, self.parity)  # (1, 1, H, W)
-            fx, log_derivative = self._spline(x, b * x, inverse=False)
-            log_derivative = (1 - b) * log_derivative  # only transformed pixels count
-            y = b * x + (1 - b) * fx
-        return y, log_derivative.flatten(1).sum(1)
+        return self._couple(x, inverse=False)
 
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
         r"""$x_2 = f^{-1}_{\theta(y_1)}(y_2)$, log-det $-\sum_j \log f'(x_{2,j})$."""
-        check_coupling_input(self, y, self.channels, self.mask)
-        if self.mask == "channel":
-            y1, y2 = split_channels(y, self.parity)
-            x2, log_derivative = self._spline(y2, y1, inverse=True)
-            x = merge_channels(y1, x2, self.parity)
-        else:
-            b = checkerboard(y, self.parity)  # (1, 1, H, W)
-            fy, log_derivative = self._spline(y, b * y, inverse=True)
-            log_derivative = (1 - b) * log_derivative
-            x = b * y + (1 - b) * fy
-        return x, log_derivative.flatten(1).sum(1)
+        return self._couple(y, inverse=True)
