@@ -235,7 +235,7 @@ def _all_pages() -> list[str]:
 SHOWCASE = {
     "home": "",
     "theory-irn": "theory/irn/",
-    "api-core": "api/core/",
+    "api-core-memory": "api/core/memory/",
 }
 
 

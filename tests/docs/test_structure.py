@@ -105,3 +105,21 @@ def test_docs_quickstart_matches_readme() -> None:
     readme = first_python_block((ROOT / "README.md").read_text())
     home = first_python_block((DOCS / "index.md").read_text())
     assert home == readme, "docs/index.md quickstart differs from README.md: copy it over"
+
+
+def test_docs_docstrings_hold_no_escaped_control_characters() -> None:
+    # A TeX command in a docstring that is not raw turns into a control character: "\text" into
+    # a tab and "ext", "\bigl" into a backspace and "igl"; MathJax then fails on the page.
+    import ast
+
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node, clean=False)
+                bad = sorted({repr(c) for c in doc or "" if c in "\t\a\b\f\v"})
+                if bad:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {', '.join(bad)}")
+    assert not found, "docstrings with control characters (make them r-strings):\n" + "\n".join(
+        found
+    )
