@@ -279,6 +279,11 @@ def test_tiling_constants_follow_the_measurements() -> None:
     for r in rows:
         for c in ("y", "rgb"):
             assert abs(r[f"psnr_{c}_tiled"] - r[f"psnr_{c}_whole"]) < 0.01, r
+    # the 24-megapixel photo at x4 (the command line at its default budget): under 2 GB each
+    photo = data["photo"]
+    assert photo["size"] == [6000, 4000] and photo["memory_mb"] is None
+    for step in ("downscale", "upscale"):
+        assert 0 < photo["runs"]["x4"][step]["peak_rss_mb"] < 2048, step
     fits = data["calibrate"]["fits"]
     assert tiling.BYTES_PER_PIXEL >= max(f["bytes_per_pixel"] for f in fits)
     assert tiling.WORKSPACE_MB >= max(f["workspace_mb"] for f in fits)
