@@ -68,7 +68,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowlearn.irn.losses import CHARBONNIER_EPS, _sum_per_sample, quantize
+from flowlearn.irn.losses import CHARBONNIER_EPS, _rescaling_terms, _sum_per_sample
 
 if TYPE_CHECKING:
     from flowlearn.irn.config import Config
@@ -578,21 +578,9 @@ def irn_plus_losses(
     _check_kind(kind)
     if perceptual_weight > 0 and feature_loss is None:
         raise ValueError("irn_plus_losses: a positive perceptual_weight needs a feature_loss")
-    if lambda_fit is None:
-        lambda_fit = float(model.scale**2)
-    y, _ = model(hr)
-    lr, z_fwd = model.split(y)  # (B, 3, h, w), (B, 3(s²-1), h, w)
-    if lr_ref.shape != lr.shape:
-        raise ValueError(
-            f"irn_plus_losses: expected lr_ref of shape {tuple(lr.shape)}, received shape "
-            f"{tuple(lr_ref.shape)}"
-        )
-    fit = lambda_fit * _sum_per_sample((lr - lr_ref.detach()) ** 2)
-    distr = lambda_ce * _sum_per_sample(z_fwd**2) if lambda_ce else fit.new_zeros(())
-    if z is None:
-        z = torch.randn(z_fwd.shape, generator=generator, device=hr.device, dtype=hr.dtype)
-    hr_rec, _ = model.inverse(model.join(quantize(lr), z))  # x̂ = f⁻¹([Q(y), z̃])
-    rec = lambda_rec * _sum_per_sample(torch.sqrt((hr - hr_rec) ** 2 + CHARBONNIER_EPS))
+    fit, distr, rec, hr_rec = _rescaling_terms(  # x̂ = hr_rec = f⁻¹([Q(y), z̃])
+        "irn_plus_losses", model, hr, lr_ref, z, generator, lambda_fit, lambda_rec, lambda_ce
+    )
     real_logits = discriminator(hr) if kind == "ragan" else None
     gan = gan_weight * generator_loss(discriminator(hr_rec), real_logits, kind=kind)
     perceptual = fit.new_zeros(())

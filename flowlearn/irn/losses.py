@@ -119,20 +119,43 @@ def irn_losses(
         True
         >>> losses.total.backward()
     """
+    fit, distr, rec, _ = _rescaling_terms(
+        "irn_losses", model, hr, lr_ref, z, generator, lambda_fit, lambda_rec, lambda_ce
+    )
+    return IRNLosses(fit=fit, distr=distr, rec=rec, total=fit + rec + distr)
+
+
+def _rescaling_terms(
+    caller: str,
+    model: IRN,
+    hr: Tensor,
+    lr_ref: Tensor,
+    z: Tensor | None,
+    generator: torch.Generator | None,
+    lambda_fit: float | None,
+    lambda_rec: float,
+    lambda_ce: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""The terms $L_\text{fit}, L_\text{distr}, L_\text{rec}$ and the reconstruction $\hat x$.
+
+    As in `irn_losses`, with $\hat x = f^{-1}([Q(y), \tilde z])$; shared with IRN+'s
+    `irn_plus_losses`. `caller` names the function in errors. $L_\text{distr}$ is an exact zero
+    (no graph) when `lambda_ce` is 0.
+    """
     if lambda_fit is None:
         lambda_fit = float(model.scale**2)
     y, _ = model(hr)
     lr, z_fwd = model.split(y)  # (B, 3, h, w), (B, 3(s²-1), h, w)
     if lr_ref.shape != lr.shape:
         raise ValueError(
-            f"irn_losses: expected lr_ref of shape {tuple(lr.shape)}, received shape "
+            f"{caller}: expected lr_ref of shape {tuple(lr.shape)}, received shape "
             f"{tuple(lr_ref.shape)}"
         )
     fit = lambda_fit * _sum_per_sample((lr - lr_ref.detach()) ** 2)
-    distr = lambda_ce * _sum_per_sample(z_fwd**2)
+    distr = lambda_ce * _sum_per_sample(z_fwd**2) if lambda_ce else fit.new_zeros(())
 
     if z is None:
         z = torch.randn(z_fwd.shape, generator=generator, device=hr.device, dtype=hr.dtype)
-    hr_rec, _ = model.inverse(model.join(quantize(lr), z))
+    hr_rec, _ = model.inverse(model.join(quantize(lr), z))  # x̂ = f⁻¹([Q(y), z̃])
     rec = lambda_rec * _sum_per_sample(torch.sqrt((hr - hr_rec) ** 2 + CHARBONNIER_EPS))
-    return IRNLosses(fit=fit, distr=distr, rec=rec, total=fit + rec + distr)
+    return fit, distr, rec, hr_rec
