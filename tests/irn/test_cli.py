@@ -16,9 +16,8 @@ from PIL import Image
 
 from flowlearn.images.io import read_image, write_image
 from flowlearn.images.metrics import psnr
-from flowlearn.irn.checkpoint import load, save
+from flowlearn.irn.checkpoint import load
 from flowlearn.irn.cli import register
-from flowlearn.irn.model import IRN
 from tests.conftest import ROOT, shared_path, smooth_image
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -29,14 +28,6 @@ def run_cli(*argv: str | os.PathLike[str]) -> int:
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["irn", *map(str, argv)])
     return args.func(args)
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny_x2.pt"
-    save(IRN(2, blocks=[1], growth=4), path)
-    return path
 
 
 def error_lines(err: str) -> list[str]:

@@ -20,7 +20,6 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from flowlearn import IRN
-from flowlearn.images.io import write_image
 from flowlearn.irn.config import Config, ConfigError, load_config
 from flowlearn.irn.distributed import (
     DistributedObjective,
@@ -34,14 +33,6 @@ from flowlearn.irn.train import train
 from tests.conftest import ROOT
 
 STEPS = 3
-
-
-def smooth_image(height: int, width: int, seed: int) -> torch.Tensor:
-    """A random but smooth RGB image (3, H, W) in [0, 1]."""
-    g = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(1, 3, height // 6 + 2, width // 6 + 2, generator=g)
-    x = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bicubic")
-    return x[0].clamp(0, 1)
 
 
 def tiny(images: Path, output: Path, **overrides: object) -> Config:
@@ -93,14 +84,6 @@ def _worker(rank: int, world: int, port: int, images: Path, out: Path) -> None:
                 (out / "odd_error.txt").write_text(str(err))
     finally:
         dist.destroy_process_group()
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("train_images")
-    for i in range(4):
-        write_image(folder / f"{i}.png", smooth_image(40, 48, i))
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -55,14 +55,6 @@ def assert_one_line_error(done: subprocess.CompletedProcess[str], *needles: str)
     return errors[0]
 
 
-@pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("promise_images")
-    for i in range(4):
-        write_image(folder / f"{i}.png", smooth_image(40, 48, i))
-    return folder
-
-
 TINY = {"data.patch_size": 16, "data.batch_size": 2, "optim.steps": 40, "run.checkpoint_every": 15}
 
 
@@ -183,17 +175,6 @@ def test_train_second_run_into_one_folder_fails_at_once(
         done = flowlearn(*tiny_args(images, out), timeout=120)
         assert_one_line_error(done, "another training run", str(out))
     assert not (out / "checkpoint.pt").exists()
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from flowlearn.irn.checkpoint import save
-    from flowlearn.irn.model import IRN
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny_x2.pt"
-    save(IRN(2, blocks=[1], growth=4), path)
-    return path
 
 
 def cli(*argv: object) -> int:

@@ -26,31 +26,9 @@ from flowlearn.irn.train import (
     resolve_device,
     train,
 )
+from tests.conftest import smooth_image
 
-
-def smooth_image(height: int, width: int, seed: int) -> torch.Tensor:
-    """A random but smooth RGB image (3, H, W) in [0, 1]."""
-    g = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(1, 3, height // 6 + 2, width // 6 + 2, generator=g)
-    x = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bicubic")
-    return x[0].clamp(0, 1)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second thread only adds synchronisation (badly so on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("train_images")
-    for i in range(4):
-        write_image(folder / f"{i}.png", smooth_image(40, 48, i))
-    return folder
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(images: Path, output: Path, **overrides: object) -> Config:
