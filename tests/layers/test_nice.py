@@ -1,32 +1,21 @@
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from flowlearn.checks import assert_bijector, jitter_parameters
 from flowlearn.layers.nets import conv_net, mlp
 from flowlearn.layers.nice import AdditiveCoupling, DiagonalScaling
+from tests.layers.conftest import make_coupling, sample
 
 DTYPES = (torch.float32, torch.float64)
 
 
-def make(
-    channels: int, mask: str, parity: int, image: bool, dtype: torch.dtype, seed: int = 0
-) -> AdditiveCoupling:
-    """A coupling with a jittered (non-zero) subnet."""
-    torch.manual_seed(seed)
-    subnet = conv_net(hidden=8) if image else mlp(hidden=16)
-    layer = AdditiveCoupling(channels, subnet, mask=mask, parity=parity)  # type: ignore[arg-type]
-    return jitter_parameters(layer, scale=0.3, seed=seed).to(dtype)  # type: ignore[return-value]
-
-
-def sample(shape: tuple[int, ...], dtype: torch.dtype, seed: int = 1) -> Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+make = functools.partial(make_coupling, AdditiveCoupling)  # a coupling with a jittered subnet
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -86,32 +75,6 @@ def test_additive_coupling_identity_at_init() -> None:
     layer = AdditiveCoupling(6, conv_net(hidden=4))
     x = sample((2, 6, 3, 3), torch.float32)
     assert torch.equal(layer(x)[0], x)
-
-
-@settings(max_examples=30, deadline=None)
-@given(
-    batch=st.integers(1, 3),
-    channels=st.integers(2, 5),
-    h=st.integers(1, 4),
-    w=st.integers(1, 4),
-    image=st.booleans(),
-    mask=st.sampled_from(["channel", "checkerboard"]),
-    parity=st.integers(0, 1),
-    seed=st.integers(0, 2**16),
-)
-def test_additive_coupling_roundtrip_property(
-    batch: int, channels: int, h: int, w: int, image: bool, mask: str, parity: int, seed: int
-) -> None:
-    image = image or mask == "checkerboard"
-    layer = make(channels, mask, parity, image, torch.float64, seed=seed)
-    shape = (batch, channels, h, w) if image else (batch, channels)
-    x = 3 * sample(shape, torch.float64, seed=seed)
-    with torch.no_grad():
-        y, ld = layer(x)
-        x_rec, ld_inv = layer.inverse(y)
-    assert (x_rec - x).abs().max() <= 1e-10
-    assert torch.equal(ld, torch.zeros(batch, dtype=torch.float64))
-    assert torch.equal(ld_inv, torch.zeros(batch, dtype=torch.float64))
 
 
 def test_additive_coupling_bad_input_raises() -> None:

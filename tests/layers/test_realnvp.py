@@ -1,33 +1,22 @@
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from flowlearn import FlowSequential
 from flowlearn.checks import assert_bijector, jitter_parameters
 from flowlearn.layers.nets import conv_net, dense_block, mlp
 from flowlearn.layers.realnvp import AffineCoupling, soft_clamp
+from tests.layers.conftest import make_coupling, sample
 
 DTYPES = (torch.float32, torch.float64)
 
 
-def make(
-    channels: int, mask: str, parity: int, image: bool, dtype: torch.dtype, seed: int = 0, **kw
-) -> AffineCoupling:
-    """A coupling with a jittered (non-identity) subnet."""
-    torch.manual_seed(seed)
-    subnet = conv_net(hidden=8) if image else mlp(hidden=16)
-    layer = AffineCoupling(channels, subnet, mask=mask, parity=parity, **kw)  # type: ignore[arg-type]
-    return jitter_parameters(layer, scale=0.3, seed=seed).to(dtype)  # type: ignore[return-value]
-
-
-def sample(shape: tuple[int, ...], dtype: torch.dtype, seed: int = 1) -> Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+make = functools.partial(make_coupling, AffineCoupling)  # a coupling with a jittered subnet
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -136,31 +125,6 @@ def test_affine_coupling_checkerboard_pattern(parity: int) -> None:
     x2[0, 1, i, j] += 1.0
     diff = (layer(x2)[0] - y).abs() > 0
     assert diff.sum() == 1 and diff[0, 1, i, j]
-
-
-@settings(max_examples=30, deadline=None)
-@given(
-    batch=st.integers(1, 3),
-    channels=st.integers(2, 5),
-    h=st.integers(1, 5),
-    w=st.integers(1, 5),
-    image=st.booleans(),
-    mask=st.sampled_from(["channel", "checkerboard"]),
-    parity=st.integers(0, 1),
-    seed=st.integers(0, 2**16),
-)
-def test_affine_coupling_roundtrip_property(
-    batch: int, channels: int, h: int, w: int, image: bool, mask: str, parity: int, seed: int
-) -> None:
-    image = image or mask == "checkerboard"
-    layer = make(channels, mask, parity, image, torch.float64, seed=seed)
-    shape = (batch, channels, h, w) if image else (batch, channels)
-    x = 3 * sample(shape, torch.float64, seed=seed)
-    with torch.no_grad():
-        y, ld = layer(x)
-        x_rec, ld_inv = layer.inverse(y)
-    assert (x_rec - x).abs().max() <= 1e-10
-    assert (ld + ld_inv).abs().max() <= 1e-10
 
 
 def test_affine_coupling_in_flow_sequential() -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ from torch import Tensor
 
 from flowlearn.checks import assert_bijector, check_bijector, jitter_parameters
 from flowlearn.cli import builtin_cases
+from flowlearn.core import Bijector
 from flowlearn.layers.nets import conv_net, mlp
 from flowlearn.layers.spline import (
     SplineCoupling,
@@ -17,6 +19,7 @@ from flowlearn.layers.spline import (
     search_bins,
     spline_knots,
 )
+from tests.core.broken import BatchMean, WrongSign
 
 F64 = torch.float64
 
@@ -210,32 +213,8 @@ def test_spline_knots_bad_arguments_raise() -> None:
         spline_knots(torch.zeros(4), torch.zeros(4), torch.zeros(3), 1.0, min_bin=0.25)
 
 
-class WrongSignSpline(SplineCoupling):
-    """Bug 1: the log-derivative with the wrong sign."""
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        y, logdet = super().forward(x)
-        return y, -logdet
-
-    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        x, logdet = super().inverse(y)
-        return x, -logdet
-
-
-class BatchMeanSpline(SplineCoupling):
-    """Bug 2: one log-det for the whole batch, broadcast to every sample."""
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        y, logdet = super().forward(x)
-        return y, logdet.mean().expand_as(logdet)
-
-    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        x, logdet = super().inverse(y)
-        return x, logdet.mean().expand_as(logdet)
-
-
 def wrong_root_inverse(y: Tensor, xk: Tensor, yk: Tensor, dk: Tensor) -> tuple[Tensor, Tensor]:
-    """Bug 3: the other root of the quadratic, 2c / (-b + sqrt(b² - 4ac))."""
+    """The other root of the quadratic, 2c / (-b + sqrt(b² - 4ac))."""
     k = search_bins(yk, y).unsqueeze(-1)
     x_lo, x_hi = xk.gather(-1, k).squeeze(-1), xk.gather(-1, k + 1).squeeze(-1)
     y_lo, y_hi = yk.gather(-1, k).squeeze(-1), yk.gather(-1, k + 1).squeeze(-1)
@@ -250,6 +229,8 @@ def wrong_root_inverse(y: Tensor, xk: Tensor, yk: Tensor, dk: Tensor) -> tuple[T
 
 
 class WrongRootSpline(SplineCoupling):
+    """A spline whose inverse takes the other root of the quadratic."""
+
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
         import flowlearn.layers.spline as spline
 
@@ -261,18 +242,22 @@ class WrongRootSpline(SplineCoupling):
             spline.rational_quadratic_inverse = original  # type: ignore[assignment]
 
 
+def spline_2d(cls: type[SplineCoupling] = SplineCoupling) -> SplineCoupling:
+    return cls(2, mlp(hidden=16), bins=5, bound=3.0)
+
+
 @pytest.mark.parametrize(
-    ("cls", "message"),
+    ("make", "message"),
     [
-        (WrongSignSpline, "brute-force Jacobian"),
-        (BatchMeanSpline, "brute-force Jacobian"),
-        (WrongRootSpline, "round trip"),
+        (lambda: WrongSign(spline_2d()), "brute-force Jacobian"),
+        (lambda: BatchMean(spline_2d()), "brute-force Jacobian"),
+        (lambda: spline_2d(WrongRootSpline), "round trip"),
     ],
     ids=["wrong-sign", "batch-mean", "wrong-root"],
 )
-def test_checker_catches_broken_splines(cls: type[SplineCoupling], message: str) -> None:
+def test_checker_catches_broken_splines(make: Callable[[], Bijector], message: str) -> None:
     torch.manual_seed(0)
-    layer = jitter_parameters(cls(2, mlp(hidden=16), bins=5, bound=3.0), scale=0.3).double()
+    layer = jitter_parameters(make(), scale=0.3).double()
     report = check_bijector(layer, sample(4, 2))
     assert not report.ok
     assert any(message in failure for failure in report.failures), report.failures
