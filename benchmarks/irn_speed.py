@@ -80,6 +80,7 @@ import yaml
 from torch import Tensor, nn
 
 from flowlearn.core.memory import inversion_drift
+from flowlearn.images.io import atomic_write
 from flowlearn.irn import IRN, irn_losses
 from flowlearn.irn.checkpoint import to_official
 from flowlearn.irn.fast import accelerate, irn_backward
@@ -534,9 +535,30 @@ def worker_drift(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def profile(args: argparse.Namespace, mode: str) -> None:
+PROFILE_GROUPS: dict[str, tuple[str, ...]] = {
+    "convolution backward": ("aten::convolution_backward",),
+    "convolution forward": ("aten::mkldnn_convolution", "aten::cudnn_convolution"),
+    "concatenation (`cat`)": ("aten::cat",),
+    "copies (`copy_`)": ("aten::copy_",),
+    "additions (`add`, `add_`)": ("aten::add", "aten::add_"),
+    "LeakyReLU and its backward": (
+        "aten::leaky_relu",
+        "aten::leaky_relu_",
+        "aten::leaky_relu_backward",
+    ),
+}
+r"""Operations the profile table groups (self time); the rest is "everything else"."""
+
+
+def profile(args: argparse.Namespace, mode: str) -> dict[str, Any]:
+    """Three training steps of `mode` under `torch.profiler`: print the table, return a summary.
+
+    The summary has, per scale, the total self time, the self time of each `PROFILE_GROUPS`
+    group and the number of convolution calls (forward), in seconds for the three steps.
+    """
     from torch.profiler import ProfilerActivity, profile
 
+    summary: dict[str, Any] = {}
     for scale in args.scales:
         trainer = make_trainer(mode, scale, args)
         hr, lr_ref = make_batch(scale, args.batch, args.patch, args.device)
@@ -550,7 +572,96 @@ def profile(args: argparse.Namespace, mode: str) -> None:
                 trainer.step(hr, lr_ref)
         key = "self_cuda_time_total" if args.device == "cuda" else "self_cpu_time_total"
         print(f"== x{scale} {mode}: 3 training steps, batch {args.batch}, {args.patch}² ==")
-        print(prof.key_averages().table(sort_by=key, row_limit=args.profile_rows))
+        events = prof.key_averages()
+        print(events.table(sort_by=key, row_limit=args.profile_rows))
+        self_s = {e.key: e.self_cpu_time_total / 1e6 for e in events}
+        calls = {e.key: e.count for e in events}
+        summary[f"x{scale}"] = {
+            "total_s": sum(self_s.values()),
+            "groups_s": {
+                g: sum(self_s.get(n, 0.0) for n in ops) for g, ops in PROFILE_GROUPS.items()
+            },
+            "convolution_calls": sum(
+                calls.get(n, 0) for n in PROFILE_GROUPS["convolution forward"]
+            ),
+        }
+    return summary
+
+
+# ---------------------------------------------------------------------------------- tables
+
+
+def time_table(data: dict[str, Any]) -> list[str]:
+    """Step and inference time of every mode and their ratios to the baseline (Markdown)."""
+    scales = [k for k in data if k.startswith("x")]
+    base = data["meta"]["baseline"]
+    head = "| mode |"
+    for key in scales:
+        x = key.replace("x", "×")
+        head += f" {x} step (s) | {x} vs {base} | {x} inference (s) | {x} inference vs {base} |"
+    lines = [head, "|---" * (1 + 4 * len(scales)) + "|"]
+    for mode in data[scales[0]]:
+        row = f"| `{mode}` |"
+        for key in scales:
+            t, r = data[key][mode], data["ratios"][key].get(mode)
+            paired = f"{r['train_step_paired']:.3f}" if r else "1"
+            infer = f"{r['infer_s']:.3f}" if r else "1"
+            row += f" {t['train_step_s']:.3f} | {paired} | {t['infer_s']:.2f} | {infer} |"
+        lines.append(row)
+    return lines
+
+
+def memory_table(data: dict[str, Any]) -> list[str]:
+    """Peak resident memory of every mode and its ratio to the baseline's (Markdown)."""
+    base = data["meta"]["baseline"]
+    lines = [
+        f"| scale | mode | peak RSS (MiB) | before the first step (MiB) | peak vs {base} "
+        f"| above the first step vs {base} |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key in (k for k in data if k.startswith("x")):
+        b = data[key][base]
+        for mode, m in data[key].items():
+            above = (m["peak_mb"] - m["baseline_mb"]) / (b["peak_mb"] - b["baseline_mb"])
+            lines.append(
+                f"| {key.replace('x', '×')} | `{mode}` | {m['peak_mb']:,.0f} | "
+                f"{m['baseline_mb']:,.0f} | {m['peak_mb'] / b['peak_mb']:.3f} | {above:.3f} |"
+            )
+    return lines
+
+
+def profile_table(data: dict[str, Any]) -> list[str]:
+    """Self time by group of operations of each profiled mode (Markdown)."""
+    key = next(k for k in data if k.startswith("x"))
+    modes = list(data[key])
+    lines = [
+        "| operation | " + " | ".join(f"`{m}` (s)" for m in modes) + " |",
+        "|---" * (1 + len(modes)) + "|",
+    ]
+    rows = {g: [data[key][m]["groups_s"][g] for m in modes] for g in PROFILE_GROUPS}
+    rest = [data[key][m]["total_s"] - sum(data[key][m]["groups_s"].values()) for m in modes]
+    for name, values in [*rows.items(), ("everything else", rest)]:
+        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
+    totals = [data[key][m]["total_s"] for m in modes]
+    lines.append("| total | " + " | ".join(f"{v:.3f}" for v in totals) + " |")
+    calls = [data[key][m]["convolution_calls"] for m in modes]
+    lines.append("| convolution calls | " + " | ".join(f"{c:,}" for c in calls) + " |")
+    return lines
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def tables() -> str:
+    """The performance page's tables from the stored results (time, memory, profile)."""
+    out = []
+    for name, make in [
+        ("irn_speed_time_cpu.json", time_table),
+        ("irn_speed_memory_cpu.json", memory_table),
+        ("irn_speed_profile_cpu.json", profile_table),
+    ]:
+        out += [*make(json.loads((RESULTS / name).read_text())), ""]
+    return "\n".join(out)
 
 
 # ---------------------------------------------------------------------------------- main
@@ -602,6 +713,9 @@ def main() -> None:
     parser.add_argument("--profile", metavar="MODE", nargs="+", default=None)
     parser.add_argument("--profile-rows", type=int, default=20)
     parser.add_argument("--drift", action="store_true", help="measure inversion drift instead")
+    parser.add_argument(
+        "--tables", action="store_true", help="print the Markdown tables of the stored results"
+    )
     hidden = argparse.SUPPRESS  # worker processes only
     parser.add_argument("--worker", choices=["time", "memory"], default=None, help=hidden)
     parser.add_argument("--scale", type=int, default=2, help=hidden)
@@ -626,9 +740,18 @@ def main() -> None:
         result = worker_time(args) if args.worker == "time" else worker_memory(args)
         print(json.dumps(result))
         return
+    if args.tables:
+        print(tables())
+        return
     if args.profile is not None:
+        summaries: dict[str, Any] = {f"x{s}": {} for s in args.scales}
         for mode in args.profile:  # one process: the modes see the same machine
-            profile(args, mode)
+            for key, summary in profile(args, mode).items():
+                summaries[key][mode] = summary
+        summaries["meta"] = {"batch": args.batch, "patch": args.patch, "threads": args.threads}
+        summaries["meta"].update({**machine_meta(), "note": args.note})
+        if args.out:
+            print_json(summaries, args.out)
         return
     if args.drift:
         print(json.dumps(worker_drift(args), indent=2))
@@ -682,10 +805,8 @@ def print_json(result: dict[str, Any], out: str | None) -> None:
     """Print `result` as JSON and, when `out` is given, write it there atomically."""
     text = json.dumps(result, indent=2)
     if out:
-        tmp = f"{out}.tmp"
-        with open(tmp, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, out)
+        with atomic_write(out) as tmp:
+            tmp.write_text(text + "\n")
     print(text)
 
 

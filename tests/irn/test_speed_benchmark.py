@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import json
 import os
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, benchmark_script
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ORIGINAL = os.environ.get("FLOWLEARN_IRN_ORIGINAL")  # a checkout of the authors' repository
-
-
-def _benchmark_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("irn_speed", ROOT / "benchmarks/irn_speed.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["irn_speed"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _args(modes: list[str], baseline: str, original: str | None = None) -> argparse.Namespace:
@@ -34,7 +23,7 @@ def _args(modes: list[str], baseline: str, original: str | None = None) -> argpa
 
 
 def test_benchmark_modes_compute_the_same_training_step() -> None:
-    bench = _benchmark_module()
+    bench = benchmark_script("irn_speed")
     args = _args(["paper", "default", "nchw", "memory_saving"], baseline="paper")
     errors = bench.check_float64(args, 2, patch=16)  # stops the benchmark above 1e-9
     assert set(errors) == {"default", "nchw", "memory_saving"}
@@ -42,7 +31,7 @@ def test_benchmark_modes_compute_the_same_training_step() -> None:
 
 
 def test_benchmark_check_stops_on_a_different_step() -> None:
-    bench = _benchmark_module()
+    bench = benchmark_script("irn_speed")
     loss = {"fit": 1.0, "distr": 2.0, "rec": 3.0}
     grads = {"w": bench.torch.ones(3)}
     other = {"w": bench.torch.tensor([1.0, 1.0, 1.1])}
@@ -53,7 +42,7 @@ def test_benchmark_check_stops_on_a_different_step() -> None:
 
 
 def test_benchmark_original_path_is_checked(tmp_path: Path) -> None:
-    bench = _benchmark_module()
+    bench = benchmark_script("irn_speed")
     with pytest.raises(SystemExit, match=r"codes/models/IRN_model\.py"):
         bench.original_codes(str(tmp_path))
     (tmp_path / "codes" / "models").mkdir(parents=True)
@@ -63,7 +52,7 @@ def test_benchmark_original_path_is_checked(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(ORIGINAL is None, reason="set FLOWLEARN_IRN_ORIGINAL to the original repo")
 def test_benchmark_original_code_trains_as_the_paper_form() -> None:
-    bench = _benchmark_module()
+    bench = benchmark_script("irn_speed")
     errors = bench.check_float64(
         _args(["original", "paper", "default"], "original", ORIGINAL), 2, patch=16
     )
@@ -72,7 +61,7 @@ def test_benchmark_original_code_trains_as_the_paper_form() -> None:
 
 
 def test_benchmark_pools_processes_keeping_rounds_paired() -> None:
-    bench = _benchmark_module()
+    bench = benchmark_script("irn_speed")
 
     def run(original: list[float], default: list[float]) -> dict[str, Any]:
         def mode(steps: list[float]) -> dict[str, Any]:
@@ -91,3 +80,15 @@ def test_benchmark_pools_processes_keeping_rounds_paired() -> None:
     assert set(ratios) == {"default"}
     assert ratios["default"]["train_step_paired"] == 0.45  # median of 0.5, 0.4, 0.5, 0.4
     assert ratios["default"]["train_step_min"] == 0.5
+
+
+def test_performance_page_shows_the_stored_results() -> None:
+    bench = benchmark_script("irn_speed")
+    # the page's time, memory and profile tables are the ones the benchmark prints from the
+    # stored JSON, and the baseline of the time and memory tables is the original code
+    page = (ROOT / "docs" / "performance.md").read_text()
+    for line in bench.tables().splitlines():  # type: ignore[attr-defined]
+        assert line in page, line
+    for name in ("irn_speed_time_cpu.json", "irn_speed_memory_cpu.json"):
+        data = json.loads((bench.RESULTS / name).read_text())  # type: ignore[attr-defined]
+        assert data["meta"]["baseline"] == "original", name
