@@ -3,6 +3,7 @@
 Usage:
     python benchmarks/irn_colour.py [--scales 2 4] [--model x2=FILE ...] [--figure PNG]
         [--out benchmarks/results/irn_colour_cpu.json]
+    python benchmarks/irn_colour.py --tables
 
 For each scale and model (the shipped one, `flowlearn.irn.load("x<s>")`, or `--model
 x<s>=FILE`, several allowed, each stored under its own name) and each of Set5, Set14 and the
@@ -150,6 +151,37 @@ def crops_figure(models: dict[str, IRN], scale: int, path: Path, size: int = 32)
     print(f"wrote {path}: bicubic | {' | '.join(lrs)} at LR ({i}, {j}), {size}² LR pixels")
 
 
+def tables(data: dict[str, Any]) -> str:
+    """The model card's tables from a result of this script (Markdown)."""
+    lines = [
+        "| scale | model | images | LR RGB PSNR (dB) | worst image (dB) | p99.9 colour error "
+        "| luma RMSE | chroma RMSE | SR RGB PSNR (dB) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    names = {"set5": "Set5", "set14": "Set14", "demo": "demo photo"}
+    for key in (k for k in data if k.startswith("x")):
+        for model, sets in data[key].items():
+            for name, r in sets.items():
+                worst = f"{r['min_lr_psnr_rgb'][1]:.1f} ({r['min_lr_psnr_rgb'][0]})"
+                lines.append(
+                    f"| ×{key[1:]} | {model} | {names[name]} | {r['lr_psnr_rgb']:.2f} | {worst} "
+                    f"| {r['lr_p999']:.1f} | {r['lr_luma_rmse']:.2f} | {r['lr_chroma_rmse']:.2f} "
+                    f"| {r['sr_psnr_rgb']:.2f} |"
+                )
+    if "data" in data:
+        d = data["data"]
+        lines += [
+            "",
+            "| images | finest-octave colour detail $r$ |",
+            "|---|---|",
+            f"| BSDS500 training photos (JPEG) | {d['bsds500_train']:.3f} |",
+            f"| the same, resized by 0.5 | {d['bsds500_train_prescale_0.5']:.3f} |",
+            f"| Set5 (PNG) | {d['set5']:.3f} |",
+            f"| Set14 (PNG) | {d['set14']:.3f} |",
+        ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scales", type=int, nargs="+", default=[2, 4])
@@ -159,8 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figure", type=Path, help="PNG of the demo's LR crops (first scale)")
     parser.add_argument("--no-data", action="store_true", help="skip the training-data part")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--tables", action="store_true", help="print the Markdown tables of the stored result"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/irn_colour_cpu.json")
     args = parser.parse_args(argv)
+    if args.tables:
+        print(tables(json.loads(args.out.read_text())))
+        return 0
     torch.set_num_threads(args.threads)
     extra: dict[int, list[str]] = {}
     for item in args.model:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
@@ -19,7 +17,7 @@ from flowlearn.irn.checkpoint import (
     to_official,
     weights_dir,
 )
-from tests.conftest import ROOT, irn_reference, tiny_irn, write_images
+from tests.conftest import ROOT, benchmark_script, irn_reference, tiny_irn, write_images
 
 
 def test_weights_folder_is_package_data() -> None:
@@ -42,14 +40,6 @@ def test_weights_folder_is_package_data() -> None:
 # ------------------------------------------------------------------------------ export script
 
 
-def script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def tiny_sets(tmp_path: Path) -> tuple[Path, Path]:
     sizes = [(32, 32), (32, 32)]
@@ -63,7 +53,7 @@ def test_export_refuses_model_worse_than_bicubic(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(checkpoint, "weights_dir", lambda: tmp_path / "no_weights")
-    export = script("export_pretrained")
+    export = benchmark_script("export_pretrained")
     run = save(
         tiny_irn(2), tmp_path / "model.pt"
     )  # untrained: its z-sampled reconstruction loses to bicubic
@@ -80,7 +70,7 @@ def test_export_refuses_model_worse_than_bicubic(
     assert meta["scale"] == 2 and meta["blocks"] == [1] and meta["draws"] == 2
     assert meta["set5_psnr_y"] < meta["set5_bicubic_psnr_y"]
     assert {"set14_psnr_y", "set14_psnr_y_std", "set5_ssim_y"} <= set(meta)
-    evaluate = script("evaluate_pretrained")
+    evaluate = benchmark_script("evaluate_pretrained")
     argv = ["--scales", "2", "4", "--model", f"x2={out}", "--set5", str(tiny_sets[0]),
             "--set14", str(tiny_sets[1]), "--draws", "2", "--device", "cpu"]  # fmt: skip
     assert evaluate.main(argv) == 0
@@ -93,7 +83,7 @@ def test_export_records_the_training_clock_unless_told_not_to(
     tmp_path: Path, tiny_sets: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(checkpoint, "weights_dir", lambda: tmp_path / "no_weights")
-    export = script("export_pretrained")
+    export = benchmark_script("export_pretrained")
     net = tiny_irn(2)
     run = tmp_path / "checkpoint.pt"  # the layout of flowlearn.irn.train's checkpoints
     torch.save(

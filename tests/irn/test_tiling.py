@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import struct
@@ -24,7 +23,7 @@ from flowlearn.irn.tiling import (
     plan_tiles,
     upscale_tiled,
 )
-from tests.conftest import ROOT, shared_path, tiny_irn
+from tests.conftest import ROOT, benchmark_script, shared_path, tiny_irn
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -256,14 +255,6 @@ def test_tiled_pretrained_matches_whole_image_within_001_db(
 # --------------------------------------------------------------- constants from measurements
 
 
-def _benchmark_module() -> object:
-    spec = importlib.util.spec_from_file_location("irn_tiling", ROOT / "benchmarks/irn_tiling.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_tiling_constants_follow_the_measurements() -> None:
     data = json.loads(RESULTS.read_text())
     for key in ("x2", "x4"):
@@ -288,7 +279,7 @@ def test_tiling_constants_follow_the_measurements() -> None:
     assert tiling.BYTES_PER_PIXEL >= max(f["bytes_per_pixel"] for f in fits)
     assert tiling.WORKSPACE_MB >= max(f["workspace_mb"] for f in fits)
     # the docstring's and the how-to's tables are the ones the benchmark prints from the results
-    bench = _benchmark_module()
+    bench = benchmark_script("irn_tiling")
     assert tiling.__doc__ is not None
     for line in bench.tables(data).splitlines():  # type: ignore[attr-defined]
         assert line in tiling.__doc__, line

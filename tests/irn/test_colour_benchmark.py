@@ -1,0 +1,30 @@
+"""The LR colour benchmark (`benchmarks/irn_colour.py`): its measures, the model card tables."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from tests.conftest import ROOT, benchmark_script
+
+
+def test_colour_detail_ratio_sees_only_colour() -> None:
+    bench = benchmark_script("irn_colour")
+    g = torch.Generator().manual_seed(0)
+    grey = torch.rand(1, 32, 32, generator=g).expand(3, 32, 32)
+    assert bench.detail_ratio(grey) < 1e-10  # fine detail in luma only: no colour detail
+    colour = torch.rand(3, 32, 32, generator=g)
+    assert bench.detail_ratio(colour) > 0.2
+    blocks = torch.nn.functional.interpolate(colour[None], scale_factor=2, mode="nearest")[0]
+    fine_grey = blocks + 0.1 * torch.rand(1, 64, 64, generator=g)  # the same in R, G and B
+    assert bench.detail_ratio(fine_grey) < 1e-10  # colour constant on 2x2 blocks
+
+
+def test_model_card_shows_the_stored_colour_measurements() -> None:
+    bench = benchmark_script("irn_colour")
+    data = json.loads((ROOT / "benchmarks/results/irn_colour_cpu.json").read_text())
+    card = (ROOT / "docs" / "model-card.md").read_text()
+    for line in bench.tables(data).splitlines():
+        assert line in card, line
+    assert {"shipped x2", "shipped x4"} <= set(data["x2"]) | set(data["x4"])
