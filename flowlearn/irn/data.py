@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -304,6 +305,9 @@ def train_loader(
         rank: this process's slice of each batch (see `PatchSampler`).
         world_size: number of training processes.
         pin_memory: return batches in pinned memory, for fast non-blocking copies to a GPU.
+
+    Worker processes ignore SIGINT: Ctrl-C in a terminal reaches every process of the group,
+    and the training process, which stops after the current step, shuts them down itself.
     """
     sampler = PatchSampler(
         len(dataset), batch_size, seed, start_step, rank=rank, world_size=world_size
@@ -314,4 +318,10 @@ def train_loader(
         num_workers=workers,
         persistent_workers=workers > 0,
         pin_memory=pin_memory,
+        worker_init_fn=_ignore_sigint if workers > 0 else None,
     )
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """`DataLoader` worker start-up: leave Ctrl-C to the training process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

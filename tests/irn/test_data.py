@@ -191,3 +191,20 @@ def test_train_loader_batches_independent_of_workers(folder: Path) -> None:
     for _ in range(5):
         next(fresh)
     assert torch.equal(next(fresh)[0], hr0)  # resuming at step 5 = skipping 5 batches
+
+
+def test_train_loader_workers_survive_ctrl_c(folder: Path) -> None:
+    # Ctrl-C goes to the whole process group; the training process stops after its step and
+    # must still get batches, so the workers ignore it instead of dying with a traceback.
+    import os
+    import signal
+
+    loader = train_loader(IRNTrainSet(folder, scale=2, patch_size=16), 2, seed=0, workers=1)
+    batches = iter(loader)
+    first = next(batches)
+    workers = getattr(batches, "_workers", [])
+    assert len(workers) == 1
+    os.kill(workers[0].pid, signal.SIGINT)
+    later = [next(batches) for _ in range(6)]  # more than the loader prefetches
+    assert workers[0].is_alive()
+    assert all(b[0].shape == first[0].shape == (2, 3, 16, 16) for b in later)
