@@ -13,7 +13,7 @@ from PIL import Image
 from flowlearn.images.imresize import imresize
 from flowlearn.images.io import write_image
 from flowlearn.irn.data import IRNTrainSet, PatchSampler, train_loader
-from tests.conftest import smooth_image
+from tests.conftest import benchmark_script, smooth_image
 
 
 @pytest.fixture
@@ -127,15 +127,6 @@ def test_dataset_prescale_resizes_before_cropping(tmp_path: Path) -> None:
         IRNTrainSet(tmp_path, scale=2, patch_size=42, prescale=0.5)
 
 
-def _colour_detail(x: torch.Tensor) -> float:
-    """Energy of the finest-octave detail of Cb and Cr, over that of the luma Y."""
-    r, g, b = x
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    channels = [y, 0.564 * (b - y), 0.713 * (r - y)]
-    energy = [float((c[:, 1:] - c[:, :-1]).square().mean()) for c in channels]
-    return (energy[1] + energy[2]) / energy[0]
-
-
 def test_prescale_gives_a_4_2_0_jpeg_back_its_colour_detail(tmp_path: Path) -> None:
     # JPEG usually stores Cb and Cr at half resolution (4:2:0): the decoded photo has almost no
     # fine colour detail. Halving the photo brings the luma down to the chroma's resolution.
@@ -147,8 +138,9 @@ def test_prescale_gives_a_4_2_0_jpeg_back_its_colour_detail(tmp_path: Path) -> N
     Image.fromarray(pixels).save(tmp_path / "photo.jpg", quality=95, subsampling=2)
     full = IRNTrainSet(tmp_path, scale=2, patch_size=16).image(0)
     halved = IRNTrainSet(tmp_path, scale=2, patch_size=16, prescale=0.5).image(0)
-    assert _colour_detail(full) < 0.6 * _colour_detail(x)  # the JPEG lost colour detail
-    assert _colour_detail(halved) > 1.5 * _colour_detail(full)
+    colour_detail = benchmark_script("irn_colour").detail_ratio  # Cb, Cr vs Y fine detail
+    assert colour_detail(full) < 0.6 * colour_detail(x)  # the JPEG lost colour detail
+    assert colour_detail(halved) > 1.5 * colour_detail(full)
 
 
 def test_dataset_searches_subfolders(tmp_path: Path) -> None:
