@@ -220,4 +220,4 @@ def run() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
