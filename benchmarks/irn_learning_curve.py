@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from flowlearn.images.io import atomic_write
-from flowlearn.irn import IRN
+from flowlearn.irn import IRN, load
 from flowlearn.irn.config import load_config
 from flowlearn.irn.train import train, validate
 
@@ -85,6 +85,9 @@ def main() -> None:
             rows = [r for r in csv.DictReader(f) if r["step"] == "0"]
     elif not args.resume:
         start = IRN(scale, blocks=cfg.model.blocks, clamp=cfg.model.clamp, growth=cfg.model.growth)
+        if cfg.model.init is not None:  # step 0 is the model the run starts from
+            init = cfg.model.init if cfg.model.init.exists() else str(cfg.model.init)
+            start.load_state_dict(load(init, scale=scale).state_dict())
         bicubic = validate(None, args.val, scale)
         first = validate(start, args.val, scale, draws=args.draws)
         rows.append({"step": 0, "seconds": 0.0, **first, **bicubic})

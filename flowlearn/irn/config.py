@@ -27,6 +27,9 @@ A configuration has six sections. Every field, its default and its meaning:
   Use 0.5 for JPEG photos such as BSDS500: JPEG usually stores colour at half resolution
   (4:2:0), and a model trained on full-size JPEGs drifts in colour on images with fine colour
   detail (`flowlearn.irn.data.IRNTrainSet`, the model card).
+* `recolour` (float, 0.0): probability in [0, 1] that a training patch is recoloured (each
+  channel inverted with probability 1/2 and scaled by a random gain in [1/2, 1]), which turns
+  the grey fine detail of JPEG photos into colour detail; the LR reference is recoloured alike.
 * `workers` (int, 0): `DataLoader` worker processes (0 loads in the training process), per
   training process.
 * `pin_memory` (bool, true): on CUDA, load batches into pinned (page-locked) memory and copy
@@ -192,6 +195,7 @@ class DataConfig:
     flips: bool = True
     rotations: bool = True
     prescale: float = 1.0
+    recolour: float = 0.0
     workers: int = 0
     pin_memory: bool = True
     seed: int = 10
@@ -451,6 +455,8 @@ def _validate(cfg: Config, where: str) -> None:
             fail(key, "positive", value)
     if not 0 < d.prescale <= 1:
         fail("data.prescale", "a factor in (0, 1] (1 keeps the images as they are)", d.prescale)
+    if not 0 <= d.recolour <= 1:
+        fail("data.recolour", "a probability in [0, 1]", d.recolour)
     if d.patch_size % m.scale:
         fail("data.patch_size", f"a multiple of model.scale = {m.scale}", d.patch_size)
     if d.workers < 0:

@@ -175,6 +175,13 @@ class IRNTrainSet(Dataset[tuple[Tensor, Tensor]]):
             colour detail, and a model trained only on such photos drifts in colour on images
             that have it (see the model card). Halving the photo halves the luma's resolution
             to that of the chroma.
+        recolour: probability in [0, 1] that a patch is recoloured: each of its channels is
+            inverted ($x_c \to 1 - x_c$) with probability 1/2 and multiplied by a gain drawn
+            uniformly from [1/2, 1]. Fine detail common to the three channels (grey detail,
+            all a 4:2:0 JPEG has) then differs between them, which is colour detail. The map
+            is affine per channel and the bicubic weights sum to one, so the LR reference of a
+            recoloured patch is the recoloured LR reference: both are recoloured alike.
+            0 (the default) leaves the patches and their random draws as they are.
 
     Items: `(hr, lr)` float32 tensors of shapes `(3, P, P)` and `(3, P/s, P/s)` in [0, 1].
 
@@ -202,12 +209,16 @@ class IRNTrainSet(Dataset[tuple[Tensor, Tensor]]):
         flips: bool = True,
         rotations: bool = True,
         prescale: float = 1.0,
+        recolour: float = 0.0,
     ) -> None:
         if patch_size % scale:
             raise ValueError(f"patch size {patch_size} is not a multiple of the scale {scale}")
         if not 0 < prescale <= 1:
             raise ValueError(f"prescale must be in (0, 1] (1 keeps the images), got {prescale}")
+        if not 0 <= recolour <= 1:
+            raise ValueError(f"recolour must be a probability in [0, 1], got {recolour}")
         self.scale, self.patch_size, self.prescale = scale, patch_size, prescale
+        self.recolour = recolour
         self.flips, self.rotations = flips, rotations
         self.files = _image_files(Path(folder))
         self._hr: list[Tensor] = []
@@ -279,7 +290,18 @@ class IRNTrainSet(Dataset[tuple[Tensor, Tensor]]):
         ]:
             if flag:
                 hr_patch, lr_patch = op(hr_patch), op(lr_patch)
+        if self.recolour and float(torch.rand(1, generator=g)) < self.recolour:
+            hr_patch, lr_patch = _recolour(hr_patch, lr_patch, g)
         return hr_patch.contiguous(), lr_patch.contiguous()
+
+
+def _recolour(hr: Tensor, lr: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    r"""`hr` and `lr` under one random per-channel map $x_c \to a_c + b_c x_c$ (see `recolour`)."""
+    invert = torch.rand(3, 1, 1, generator=g) < 0.5
+    gain = 1 - torch.rand(3, 1, 1, generator=g) / 2  # in (1/2, 1]
+    offset = torch.where(invert, gain, torch.zeros_like(gain))  # a_c: g_c when inverted
+    slope = torch.where(invert, -gain, gain)  # b_c
+    return offset + slope * hr, offset + slope * lr
 
 
 def train_loader(

@@ -482,6 +482,7 @@ def _train(
         flips=cfg.data.flips,
         rotations=cfg.data.rotations,
         prescale=cfg.data.prescale,
+        recolour=cfg.data.recolour,
     )
     model = _build_model(cfg, device).train()
     if cfg.run.compile:

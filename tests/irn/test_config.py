@@ -149,6 +149,9 @@ def test_load_config_unknown_section_names_valid_sections(tmp_path: Path) -> Non
         ("run: {device: gpu}", r"run\.device .*one of cpu, cuda, auto"),
         ("optim: {milestones: [20, 10]}", r"optim\.milestones .*increasing"),
         ("optim: {steps: 0}", r"optim\.steps .*positive"),
+        ("data: {prescale: 0}", r"data\.prescale .*a factor in \(0, 1\]"),
+        ("data: {recolour: 1.5}", r"data\.recolour .*a probability in \[0, 1\]"),
+        ("data: {recolour: -0.1}", r"data\.recolour .*a probability in \[0, 1\]"),
     ],
 )
 def test_load_config_bad_value_names_key(tmp_path: Path, text: str, pattern: str) -> None:

@@ -143,6 +143,62 @@ def test_prescale_gives_a_4_2_0_jpeg_back_its_colour_detail(tmp_path: Path) -> N
     assert colour_detail(halved) > 1.5 * colour_detail(full)
 
 
+def _grey_jpeg(path: Path, width: int = 128) -> None:
+    """A 96-pixel-high photo whose fine detail is grey (alike in R, G, B), as 4:2:0 JPEG keeps."""
+    g = torch.Generator().manual_seed(1)
+    coarse = torch.rand(3, 12, width // 8, generator=g)
+    x = torch.nn.functional.interpolate(coarse[None], scale_factor=8, mode="bilinear")[0]
+    x = (0.8 * x + 0.2 * torch.rand(1, 96, width, generator=g)).clamp(0, 1)
+    pixels = (x * 255).round().byte().permute(1, 2, 0).numpy()
+    Image.fromarray(pixels).save(path, quality=95, subsampling=2)
+
+
+def test_recolour_maps_each_channel_of_hr_and_lr_alike(tmp_path: Path) -> None:
+    _grey_jpeg(tmp_path / "photo.jpg")
+    plain = IRNTrainSet(tmp_path, scale=2, patch_size=16)
+    always = IRNTrainSet(tmp_path, scale=2, patch_size=16, recolour=1.0)
+    changed = 0
+    for seed in range(20):
+        (hr0, lr0), (hr1, lr1) = plain[0, seed], always[0, seed]  # the same crop and flips
+        for c in range(3):  # hr1 = a + b hr0 with a = 0, b in [1/2, 1] or a = -b = |b|
+            b = float(((hr1[c] - hr1[c].mean()) * (hr0[c] - hr0[c].mean())).sum()) / float(
+                (hr0[c] - hr0[c].mean()).square().sum()
+            )
+            a = float(hr1[c].mean() - b * hr0[c].mean())
+            assert 0.5 - 1e-5 <= abs(b) <= 1 + 1e-5
+            assert a == pytest.approx(0.0 if b > 0 else -b, abs=1e-5)
+            torch.testing.assert_close(hr1[c], a + b * hr0[c])
+            torch.testing.assert_close(lr1[c], a + b * lr0[c])  # the LR reference alike
+            changed += abs(b - 1) > 1e-3
+        assert 0 <= float(hr1.min()) and float(hr1.max()) <= 1
+    assert changed > 30  # of 60 channels: the gains and inversions are drawn, not fixed
+
+
+def test_recolour_lr_is_the_bicubic_lr_of_the_recoloured_patch(tmp_path: Path) -> None:
+    _grey_jpeg(tmp_path / "photo.jpg", width=96)
+    whole = IRNTrainSet(tmp_path, scale=2, patch_size=96, recolour=1.0)  # patch = image
+    for seed in range(6):
+        hr, lr = whole[0, seed]
+        torch.testing.assert_close(imresize(hr, 0.5), lr, atol=2e-6, rtol=0)
+
+
+def test_recolour_turns_grey_detail_into_colour_detail(tmp_path: Path) -> None:
+    _grey_jpeg(tmp_path / "photo.jpg")
+    colour_detail = benchmark_script("irn_colour").detail_ratio
+    ratio = {}
+    for p in (0.0, 1.0):
+        data = IRNTrainSet(tmp_path, scale=2, patch_size=32, recolour=p)
+        ratio[p] = np.mean([colour_detail(data[0, seed][0]) for seed in range(40)])
+    assert ratio[1.0] > 5 * ratio[0.0], ratio
+    half = IRNTrainSet(tmp_path, scale=2, patch_size=16, recolour=0.5)
+    plain = IRNTrainSet(tmp_path, scale=2, patch_size=16)
+    share = np.mean([not torch.equal(half[0, s][0], plain[0, s][0]) for s in range(200)])
+    assert 0.38 < share < 0.62  # about half the patches are recoloured
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"recolour must be a probability in \[0, 1\]"):
+            IRNTrainSet(tmp_path, scale=2, patch_size=16, recolour=bad)
+
+
 def test_dataset_searches_subfolders(tmp_path: Path) -> None:
     for sub in ["b", "a"]:
         (tmp_path / sub).mkdir()

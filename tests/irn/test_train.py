@@ -229,6 +229,24 @@ def test_train_shards_the_batch_as_configured(
     assert one.losses[1] == pytest.approx(two.losses[1], rel=1e-3)
 
 
+def test_train_builds_the_patches_with_the_data_section(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = train_module.IRNTrainSet
+    seen: list[dict[str, object]] = []
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(kwargs)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(train_module, "IRNTrainSet", spy)
+    settings = {"optim.steps": 1, "data.recolour": 0.5, "data.prescale": 0.75}
+    plain = train(tiny(images, tmp_path / "plain", **{"optim.steps": 1}), progress=False)
+    recoloured = train(tiny(images, tmp_path / "recoloured", **settings), progress=False)
+    assert [(k["prescale"], k["recolour"]) for k in seen] == [(1.0, 0.0), (0.75, 0.5)]
+    assert plain.losses[0] != pytest.approx(recoloured.losses[0], rel=1e-4)  # other patches
+
+
 def test_train_tensorboard_events_hold_scalars_and_images(images: Path, tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
