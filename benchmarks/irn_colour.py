@@ -28,6 +28,10 @@ octave) of each channel, for the BSDS500 training JPEGs as they are and resized 
 (`data.prescale`), and for Set5/Set14 (PNG). JPEG usually stores $C_b, C_r$ at half resolution
 (4:2:0), so full-size JPEGs have almost no finest-octave colour detail for the model to learn.
 
+The `cause` part (per model) tests that explanation on the model itself: the LR's RGB PSNR on
+Set5 and Set14 as they are, with their colour at half resolution (as a 4:2:0 JPEG keeps it) and,
+as a control, with their luma at half resolution (`without_detail`).
+
 `--figure` writes crops of the demo photo's LR images (bicubic, then each model) where the first
 model's colour error is largest, enlarged 4× with nearest neighbours.
 """
@@ -63,16 +67,21 @@ def ycbcr(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return y, 0.564 * (b - y), 0.713 * (r - y)
 
 
-def lr_colour(model: IRN, hr: Tensor, scale: int, seed: int = 0) -> dict[str, Any]:
+def lr_colour(
+    model: IRN, hr: Tensor, scale: int, seed: int = 0, *, sr: bool = True
+) -> dict[str, Any]:
     """The LR's colour error against the bicubic LR, and the SR's PSNR, for one HR image."""
     with torch.no_grad():
         lr = quantize_8bit(model.downscale(hr[None]))  # (1, 3, H/s, W/s)
-        sr = model.upscale(lr, generator=torch.Generator().manual_seed(seed)).clamp(0, 1)
     ref = quantize_8bit(bicubic_downscale(hr, scale))[None]
+    if not sr:
+        return {"lr_psnr_rgb": float(psnr(lr, ref))}
+    with torch.no_grad():
+        sr_image = model.upscale(lr, generator=torch.Generator().manual_seed(seed)).clamp(0, 1)
     error = (lr - ref).norm(dim=1).flatten() * 255
     (y1, cb1, cr1), (y2, cb2, cr2) = ycbcr(lr), ycbcr(ref)
     chroma = ((cb1 - cb2).square() + (cr1 - cr2).square()) / 2
-    sr_scores = evaluate_pair(hr, sr[0], scale)
+    sr_scores = evaluate_pair(hr, sr_image[0], scale)
     return {
         "lr_psnr_rgb": float(psnr(lr, ref)),
         "lr_p999": float(torch.quantile(error, 0.999)),
@@ -100,6 +109,47 @@ def model_scores(model: IRN, scale: int) -> dict[str, Any]:
         mean["min_lr_psnr_rgb"] = [worst, rows[worst]["lr_psnr_rgb"]]
         result[name] = mean
         print(f"x{scale} {name}: " + json.dumps(mean), flush=True)
+    return result
+
+
+def from_ycbcr(y: Tensor, cb: Tensor, cr: Tensor) -> Tensor:
+    """RGB `(..., 3, H, W)` from the BT.601 `ycbcr` parts (its exact inverse)."""
+    b, r = cb / 0.564 + y, cr / 0.713 + y
+    return torch.stack((r, (y - 0.299 * r - 0.114 * b) / 0.587, b), dim=-3)
+
+
+def without_detail(x: Tensor, part: str) -> Tensor:
+    """`(3, H, W)` RGB with its colour (`"colour"`: $C_b, C_r$) or its luma (`"grey"`: $Y$) at
+    half resolution: box-averaged over 2×2 pixels and bilinearly upsampled, as a 4:2:0 JPEG
+    stores and a decoder restores the colour (without JPEG's quantisation)."""
+
+    def half(c: Tensor) -> Tensor:
+        low = torch.nn.functional.avg_pool2d(c[None, None], 2)
+        return torch.nn.functional.interpolate(low, scale_factor=2, mode="bilinear")[0, 0]
+
+    x = x[:, : x.shape[1] // 2 * 2, : x.shape[2] // 2 * 2]
+    y, cb, cr = ycbcr(x)
+    if part == "colour":
+        return from_ycbcr(y, half(cb), half(cr)).clamp(0, 1)
+    return from_ycbcr(half(y), cb, cr).clamp(0, 1)
+
+
+def cause_scores(model: IRN, scale: int) -> dict[str, Any]:
+    """LR RGB PSNR on Set5 and Set14 as they are, and with their colour or their luma at half
+    resolution (`without_detail`).
+
+    A model that drifts on fine colour detail it never saw in training gets its LR back when
+    the images' colour is halved in resolution, and not when their luma is.
+    """
+    result: dict[str, Any] = {}
+    for name in ("set5", "set14"):
+        rows: dict[str, list[float]] = {"as_is": [], "colour": [], "grey": []}
+        for _, hr in hr_images(name, 2 * scale):
+            for part in rows:
+                image = hr if part == "as_is" else without_detail(hr, part)
+                rows[part].append(lr_colour(model, image, scale, sr=False)["lr_psnr_rgb"])
+        result[name] = {k: float(np.mean(v)) for k, v in rows.items()}
+        print(f"x{scale} {name} without fine detail: " + json.dumps(result[name]), flush=True)
     return result
 
 
@@ -159,15 +209,28 @@ def tables(data: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     names = {"set5": "Set5", "set14": "Set14", "demo": "demo photo"}
+    cause = [
+        "",
+        "| scale | model | images | LR RGB PSNR (dB) as they are | colour at half resolution "
+        "| luma at half resolution |",
+        "|---|---|---|---|---|---|",
+    ]
     for key in (k for k in data if k.startswith("x")):
         for model, sets in data[key].items():
-            for name, r in sets.items():
+            for name, c in sets.get("cause", {}).items():
+                cause.append(
+                    f"| ×{key[1:]} | {model} | {names[name]} | {c['as_is']:.2f} "
+                    f"| {c['colour']:.2f} | {c['grey']:.2f} |"
+                )
+            for name, r in ((n, r) for n, r in sets.items() if n != "cause"):
                 worst = f"{r['min_lr_psnr_rgb'][1]:.1f} ({r['min_lr_psnr_rgb'][0]})"
                 lines.append(
                     f"| ×{key[1:]} | {model} | {names[name]} | {r['lr_psnr_rgb']:.2f} | {worst} "
                     f"| {r['lr_p999']:.1f} | {r['lr_luma_rmse']:.2f} | {r['lr_chroma_rmse']:.2f} "
                     f"| {r['sr_psnr_rgb']:.2f} |"
                 )
+    if len(cause) > 3:
+        lines += cause
     if "data" in data:
         d = data["data"]
         lines += [
@@ -190,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--figure", type=Path, help="PNG of the demo's LR crops (first scale)")
     parser.add_argument("--no-data", action="store_true", help="skip the training-data part")
+    parser.add_argument(
+        "--no-cause", action="store_true", help="skip the half-resolution colour / luma part"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--tables", action="store_true", help="print the Markdown tables of the stored result"
@@ -219,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, model in models.items():
             print(f"== {name}", flush=True)
             out[f"x{s}"][name] = model_scores(model, s)
+            if not args.no_cause:
+                out[f"x{s}"][name]["cause"] = cause_scores(model, s)
         if args.figure and s == args.scales[0]:
             crops_figure(models, s, args.figure)
     with atomic_write(args.out) as tmp:

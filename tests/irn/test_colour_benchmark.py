@@ -21,6 +21,22 @@ def test_colour_detail_ratio_sees_only_colour() -> None:
     assert bench.detail_ratio(fine_grey) < 1e-10  # colour constant on 2x2 blocks
 
 
+def test_without_detail_halves_the_resolution_of_colour_or_of_luma_only() -> None:
+    bench = benchmark_script("irn_colour")
+    g = torch.Generator().manual_seed(1)
+    x = 0.25 + 0.5 * torch.rand(3, 32, 34, generator=g)  # away from 0 and 1: no clamping
+    y, cb, cr = bench.ycbcr(x)
+    torch.testing.assert_close(bench.from_ycbcr(y, cb, cr), x)  # the exact inverse
+    colour = bench.without_detail(x, "colour")
+    grey = bench.without_detail(x, "grey")
+    y_c, cb_c, _ = bench.ycbcr(colour)
+    y_g, cb_g, _ = bench.ycbcr(grey)
+    torch.testing.assert_close(y_c, y)  # the luma is kept ...
+    assert bench.detail_ratio(colour) < 0.2 * bench.detail_ratio(x)  # ... the colour detail not
+    torch.testing.assert_close(cb_g, cb)  # and the other way round
+    assert bench.detail_ratio(grey) > 2 * bench.detail_ratio(x)
+
+
 def test_model_card_shows_the_stored_colour_measurements() -> None:
     bench = benchmark_script("irn_colour")
     data = json.loads((ROOT / "benchmarks/results/irn_colour_cpu.json").read_text())
