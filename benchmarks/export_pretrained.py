@@ -3,7 +3,7 @@
 Usage:
     python benchmarks/export_pretrained.py RUN [--out FILE] [--hardware TEXT]
         [--training-data TEXT] [--set5 DIR] [--set14 DIR | --skip-set14] [--draws 5]
-        [--seed 0] [--device auto] [--force] [--no-wall-time]
+        [--seed 0] [--device auto] [--force] [--no-wall-time] [--prior-steps N]
 
 RUN is a training run folder (its checkpoint.pt, else its model.pt), a training checkpoint,
 a flowlearn checkpoint, an original IRN .pth file or anything else flowlearn.irn.checkpoint.load
@@ -20,6 +20,9 @@ reads. The script
    clock also counted pauses), hardware, training data, Set5/Set14 Y-PSNR and
    SSIM with their spread over draws, the bicubic numbers, the recipe) in the safetensors
    header, reads it back and checks the weights.
+
+A fine-tune (a run whose `model.init` is an earlier model) records, with `--prior-steps N`, the
+N steps of the training it started from: `steps` is then the total and `fine_tune_steps` its own.
 """
 
 from __future__ import annotations
@@ -107,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
     parser.add_argument("--force", action="store_true", help="export even if bicubic is better")
     parser.add_argument(
+        "--prior-steps",
+        type=int,
+        default=0,
+        help="steps of the training the source was fine-tuned from (its model.init), counted in",
+    )
+    parser.add_argument(
         "--no-wall-time",
         action="store_true",
         help="record no wall time (a resumed or paused run, whose clock is not a training time)",
@@ -156,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         "name": args.name or f"x{scale}",
         "scale": scale,
         "blocks": list(model.blocks),
-        "steps": run["steps"],
+        "steps": (run["steps"] or 0) + args.prior_steps if args.prior_steps else run["steps"],
+        **({"fine_tune_steps": run["steps"]} if args.prior_steps else {}),
         "wall_time_s": None if args.no_wall_time else run["wall_time_s"],
         "hardware": args.hardware,
         "training_data": training_data,

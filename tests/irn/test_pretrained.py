@@ -100,6 +100,10 @@ def test_export_records_the_training_clock_unless_told_not_to(
     assert export.main([*argv, "--no-wall-time"]) == 0
     meta = model_info(out)["metadata"]
     assert meta["steps"] == 7 and meta["wall_time_s"] is None
+    assert "fine_tune_steps" not in meta
+    assert export.main([*argv, "--prior-steps", "100"]) == 0  # a fine-tune of a 100-step model
+    meta = model_info(out)["metadata"]
+    assert (meta["steps"], meta["fine_tune_steps"]) == (107, 7)
 
 
 @pytest.mark.parametrize("name", ["x2", "x4"])
