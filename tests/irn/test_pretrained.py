@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,35 @@ def test_shipped_model_round_trips_through_the_original_layout(name: str) -> Non
     x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(shipped(x)[0], again(x)[0])
+
+
+def test_finetune_log_joins_the_stages_of_a_model(tmp_path: Path) -> None:
+    join = benchmark_script("irn_finetune_log")
+    header = "step,seconds,fit,psnr_y_sampled\n"
+    stages = {
+        "a": ("data: {prescale: 0.5}\n", "100,1.0,5.0,\n200,2.0,4.0,38.9\n300,3.0,3.9,\n"),
+        "b": (
+            "data: {prescale: 0.5, recolour: 0.5}\nloss: {lambda_fit: 16}\n",
+            "100,1.5,9.0,38.5\n",
+        ),
+    }
+    for name, (config, log) in stages.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text(config)
+        (tmp_path / name / "log.csv").write_text(header + log)
+    out = tmp_path / "curve.csv"
+    assert join.main([f"{tmp_path / 'a'}:200", f"{tmp_path / 'b'}:100", "--base-steps", "1000",
+                      "--out", str(out)]) == 0  # fmt: skip
+    with out.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["stage"], r["step"], r["total_step"]) for r in rows] == [
+        ("1", "100", "1100"),
+        ("1", "200", "1200"),
+        ("2", "100", "1300"),
+    ]
+    assert [(r["prescale"], r["recolour"], r["lambda_fit"]) for r in rows[1:]] == [
+        ("0.5", "0.0", ""),
+        ("0.5", "0.5", "16"),
+    ]
+    with pytest.raises(SystemExit, match=r"no row for step 250 \(last: 200\)"):
+        join.main([f"{tmp_path / 'a'}:250", "--out", str(out)])
