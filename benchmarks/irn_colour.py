@@ -32,7 +32,7 @@ The `cause` part (per model) tests that explanation on the model itself: the LR'
 Set5 and Set14 as they are, with their colour at half resolution (as a 4:2:0 JPEG keeps it) and,
 as a control, with their luma at half resolution (`without_detail`).
 
-`--figure` writes crops of the demo photo's LR images (bicubic, then each model) where the first
+`--figure` writes crops of the demo photo's LR images (bicubic, then each model) where one
 model's colour error is largest, enlarged 4× with nearest neighbours.
 """
 
@@ -181,15 +181,15 @@ def data_scores() -> dict[str, Any]:
 
 
 def crops_figure(models: dict[str, IRN], scale: int, path: Path, size: int = 32) -> None:
-    """Bicubic LR and each model's LR on the demo photo, where the first model errs most."""
+    """Bicubic LR and each model's LR on the demo photo, where one of them errs most."""
     from PIL import Image
 
     hr = hr_images("demo", scale)[0][1]
     ref = quantize_8bit(bicubic_downscale(hr, scale))
     with torch.no_grad():
         lrs = {n: quantize_8bit(m.downscale(hr[None]))[0] for n, m in models.items()}
-    first = next(iter(lrs.values()))
-    error = torch.nn.functional.avg_pool2d((first - ref).norm(dim=0)[None, None], size, stride=4)
+    errors = torch.stack([(lr - ref).norm(dim=0) for lr in lrs.values()]).amax(0)
+    error = torch.nn.functional.avg_pool2d(errors[None, None], size, stride=4)
     i, j = divmod(int(error.flatten().argmax()), error.shape[-1])
     i, j = 4 * i, 4 * j
     panels = [ref, *lrs.values()]

@@ -154,3 +154,28 @@ def test_finetune_log_joins_the_stages_of_a_model(tmp_path: Path) -> None:
     ]
     with pytest.raises(SystemExit, match=r"no row for step 250 \(last: 200\)"):
         join.main([f"{tmp_path / 'a'}:250", "--out", str(out)])
+
+
+@pytest.mark.parametrize("name", ["x2", "x4"])
+def test_model_card_quality_rows_are_the_shipped_files_numbers(name: str) -> None:
+    meta = model_info(name)["metadata"]
+    card = (ROOT / "docs" / "model-card.md").read_text()
+    row = next(line for line in card.splitlines() if f"IRN, shipped `{name}`" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    for cell, key in zip(cells[2:4], ("set5", "set14"), strict=True):
+        psnr, spread, ssim = (float(v) for v in cell.replace("±", "/").split("/"))
+        assert psnr == pytest.approx(meta[f"{key}_psnr_y"], abs=0.006), (name, key)
+        assert spread == pytest.approx(meta[f"{key}_psnr_y_std"], abs=0.0006), (name, key)
+        assert ssim == pytest.approx(meta[f"{key}_ssim_y"], abs=0.00006), (name, key)
+
+
+def test_model_card_fine_tune_table_is_the_stored_log() -> None:
+    with (ROOT / "benchmarks/results/irn_x2_finetune_log.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    card = (ROOT / "docs" / "model-card.md").read_text()
+    stages = {r["stage"]: r for r in rows}  # the last row of each stage
+    assert int(rows[-1]["total_step"]) == model_info("x2")["metadata"]["steps"]
+    for stage, last in stages.items():
+        line = next(row for row in card.splitlines() if row.startswith(f"| {stage} | "))
+        assert f"{int(last['step']):,}" in line and f"{int(last['total_step']):,}" in line
+        assert line.rstrip(" |").endswith(f"{float(last['psnr_y_sampled']):.2f}"), line
