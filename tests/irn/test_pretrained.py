@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,9 @@ def test_model_card_fine_tune_table_is_the_stored_log() -> None:
         line = next(row for row in card.splitlines() if row.startswith(f"| {stage} | "))
         assert f"{int(last['step']):,}" in line and f"{int(last['total_step']):,}" in line
         assert line.rstrip(" |").endswith(f"{float(last['psnr_y_sampled']):.2f}"), line
+
+
+def test_shipped_metadata_names_no_path_of_the_development_machine() -> None:
+    for name in available_models():
+        text = json.dumps(model_info(name)["metadata"])
+        assert "../" not in text and "datasets/" not in text, name
