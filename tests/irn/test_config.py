@@ -16,7 +16,7 @@ from flowlearn.irn.config import (
     load_test_options,
     shipped_configs,
 )
-from tests.conftest import shared_path
+from tests.conftest import ROOT, shared_path
 
 ORIGINAL_X4 = """
 name: IRN_x4_custom
@@ -451,3 +451,11 @@ def test_cli_train_accepts_original_train_option_files(name: str, tmp_path: Path
         warnings.simplefilter("ignore")
         assert main(argv) == 0
     assert (tmp_path / "run" / "model.pt").is_file()
+
+
+def test_how_to_configuration_example_loads(tmp_path: Path) -> None:
+    page = (ROOT / "docs" / "how-to" / "train-irn.md").read_text()
+    block = page.split("```yaml\n", 1)[1].split("```", 1)[0]
+    cfg = load_config(write(tmp_path, block))
+    assert (cfg.model.scale, cfg.data.patch_size, cfg.optim.steps) == (4, 144, 500_000)
+    assert (cfg.data.prescale, cfg.data.recolour, cfg.run.shards) == (1.0, 0.0, None)
