@@ -161,12 +161,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    steps: dict[str, Any] = {"steps": run["steps"]}
+    if args.prior_steps:  # a fine-tune: the total, then its own
+        steps = {"steps": (run["steps"] or 0) + args.prior_steps, "fine_tune_steps": run["steps"]}
     metadata = {
         "name": args.name or f"x{scale}",
         "scale": scale,
         "blocks": list(model.blocks),
-        "steps": (run["steps"] or 0) + args.prior_steps if args.prior_steps else run["steps"],
-        **({"fine_tune_steps": run["steps"]} if args.prior_steps else {}),
+        **steps,
         "wall_time_s": None if args.no_wall_time else run["wall_time_s"],
         "hardware": args.hardware,
         "training_data": training_data,

@@ -70,7 +70,10 @@ def ycbcr(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 def lr_colour(
     model: IRN, hr: Tensor, scale: int, seed: int = 0, *, sr: bool = True
 ) -> dict[str, Any]:
-    """The LR's colour error against the bicubic LR, and the SR's PSNR, for one HR image."""
+    """The LR's colour error against the bicubic LR, and the SR's PSNR, for one HR image.
+
+    With `sr=False` only the LR's RGB PSNR (`lr_psnr_rgb`), without upscaling.
+    """
     with torch.no_grad():
         lr = quantize_8bit(model.downscale(hr[None]))  # (1, 3, H/s, W/s)
     ref = quantize_8bit(bicubic_downscale(hr, scale))[None]
