@@ -30,9 +30,8 @@ from pathlib import Path
 import torch
 
 from flowlearn.images.io import atomic_write
-from flowlearn.irn import IRN, load
 from flowlearn.irn.config import load_config
-from flowlearn.irn.train import train, validate
+from flowlearn.irn.train import build_model, train, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -84,13 +83,11 @@ def main() -> None:
         with args.out.open(newline="") as f:
             rows = [r for r in csv.DictReader(f) if r["step"] == "0"]
     elif not args.resume:
-        start = IRN(scale, blocks=cfg.model.blocks, clamp=cfg.model.clamp, growth=cfg.model.growth)
-        if cfg.model.init is not None:  # step 0 is the model the run starts from
-            init = cfg.model.init if cfg.model.init.exists() else str(cfg.model.init)
-            start.load_state_dict(load(init, scale=scale).state_dict())
+        start = build_model(cfg)  # step 0: the model the run starts from, seeded and initialised
         bicubic = validate(None, args.val, scale)
         first = validate(start, args.val, scale, draws=args.draws)
-        rows.append({"step": 0, "seconds": 0.0, **first, **bicubic})
+        step0 = {"step": 0, "seconds": 0.0, **first, **bicubic}
+        rows.append({k: step0.get(k, "") for k in COLUMNS})
         print(json.dumps(rows[0]))
 
     started = time.perf_counter()

@@ -89,6 +89,7 @@ __all__ = [
     "TrainResult",
     "TrainingError",
     "TrainingInterrupted",
+    "build_model",
     "clip_gradients",
     "irn_optimizer",
     "resolve_device",
@@ -353,7 +354,13 @@ class _CsvLog:
             )
 
 
-def _build_model(cfg: Config, device: torch.device) -> IRN:
+def build_model(cfg: Config, device: torch.device | str = "cpu") -> IRN:
+    r"""The model a run of `cfg` starts from, before its first step.
+
+    Initialised as the original code does it (`torch.manual_seed(data.seed)` first, without
+    touching the caller's random state), arranged for speed as `run` asks, then loaded with
+    `model.init` when given: a file if the path exists, else a shipped model name (`"x4"`).
+    """
     m = cfg.model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.data.seed)  # the initialisation is part of the recipe
@@ -370,7 +377,7 @@ def _build_model(cfg: Config, device: torch.device) -> IRN:
     if m.init is not None:
         init = m.init if m.init.exists() else str(m.init)  # "x4": the shipped model
         model.load_state_dict(load(init, scale=m.scale).state_dict())
-    return model.to(device)
+    return model.to(torch.device(device))
 
 
 def train(
@@ -484,7 +491,7 @@ def _train(
         prescale=cfg.data.prescale,
         recolour=cfg.data.recolour,
     )
-    model = _build_model(cfg, device).train()
+    model = build_model(cfg, device).train()
     if cfg.run.compile:
         from flowlearn.irn.speed import compile_subnets
 

@@ -17,10 +17,11 @@ from flowlearn import IRN
 from flowlearn.checks import jitter_parameters
 from flowlearn.images.io import write_image
 from flowlearn.irn import irn_losses
-from flowlearn.irn.checkpoint import load
+from flowlearn.irn.checkpoint import load, save
 from flowlearn.irn.config import Config, ConfigError, load_config
 from flowlearn.irn.train import (
     TrainingError,
+    build_model,
     clip_gradients,
     irn_optimizer,
     resolve_device,
@@ -134,6 +135,28 @@ def test_train_refuses_to_overwrite_or_resume_nothing(images: Path, tmp_path: Pa
     other = tiny(images, tmp_path / "run", **{"optim.steps": 2, "model.growth": 4})
     with pytest.raises(TrainingError, match="model settings"):
         train(other, resume=True, progress=False)
+
+
+def test_build_model_is_seeded_by_the_recipe_and_loads_init(images: Path, tmp_path: Path) -> None:
+    cfg = tiny(images, tmp_path / "run")
+    key = "operations.1.F.conv1.weight"
+    torch.manual_seed(1)
+    state = torch.get_rng_state()
+    a = build_model(cfg).state_dict()
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's random stream is untouched
+    torch.manual_seed(2)
+    assert torch.equal(build_model(cfg).state_dict()[key], a[key])  # seeded by data.seed
+    other_seed = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, seed=11))
+    assert not torch.equal(build_model(other_seed).state_dict()[key], a[key])
+
+    source = jitter_parameters(IRN(2, blocks=[2], growth=8), scale=0.1)
+    save(source, tmp_path / "init.pt")
+    with_init = dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, init=tmp_path / "init.pt")
+    )
+    started = build_model(with_init).state_dict()
+    assert all(torch.equal(started[k], v) for k, v in source.state_dict().items())
+    assert not torch.equal(started[key], a[key])
 
 
 def test_train_needs_training_folder(tmp_path: Path) -> None:
