@@ -1,7 +1,7 @@
 """Colour of the IRN's LR image: its fidelity to the bicubic LR, and the training data's colour.
 
 Usage:
-    python benchmarks/irn_colour.py [--scales 2 4] [--model x2=FILE ...] [--figure PNG]
+    python benchmarks/irn_colour.py [--scales 2 4] [--model x2=FILE ...] [--figure PREFIX]
         [--out benchmarks/results/irn_colour_cpu.json]
     python benchmarks/irn_colour.py --tables
 
@@ -32,8 +32,9 @@ The `cause` part (per model) tests that explanation on the model itself: the LR'
 Set5 and Set14 as they are, with their colour at half resolution (as a 4:2:0 JPEG keeps it) and,
 as a control, with their luma at half resolution (`without_detail`).
 
-`--figure` writes crops of the demo photo's LR images (bicubic, then each model) where one
-model's colour error is largest, enlarged 4× with nearest neighbours.
+`--figure PREFIX` writes, for each scale, `PREFIX_x<s>.png`: crops of the demo photo's LR images
+(bicubic, then each model) where one model's colour error is largest, enlarged 4× with nearest
+neighbours.
 """
 
 from __future__ import annotations
@@ -254,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model", action="append", default=[], metavar="xS=FILE", help="a model to add"
     )
-    parser.add_argument("--figure", type=Path, help="PNG of the demo's LR crops (first scale)")
+    parser.add_argument(
+        "--figure", type=Path, metavar="PREFIX", help="PREFIX_x<s>.png: the demo's LR crops"
+    )
     parser.add_argument("--no-data", action="store_true", help="skip the training-data part")
     parser.add_argument(
         "--no-cause", action="store_true", help="skip the half-resolution colour / luma part"
@@ -290,8 +293,8 @@ def main(argv: list[str] | None = None) -> int:
             out[f"x{s}"][name] = model_scores(model, s)
             if not args.no_cause:
                 out[f"x{s}"][name]["cause"] = cause_scores(model, s)
-        if args.figure and s == args.scales[0]:
-            crops_figure(models, s, args.figure)
+        if args.figure:
+            crops_figure(models, s, args.figure.with_name(f"{args.figure.name}_x{s}.png"))
     with atomic_write(args.out) as tmp:
         tmp.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {args.out}")

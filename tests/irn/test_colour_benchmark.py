@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from tests.conftest import ROOT, benchmark_script
@@ -44,3 +46,29 @@ def test_model_card_shows_the_stored_colour_measurements() -> None:
     for line in bench.tables(data).splitlines():
         assert line in card, line
     assert {"shipped x2", "shipped x4"} <= set(data["x2"]) | set(data["x4"])
+
+
+def test_crops_figure_shows_a_bicubic_crop_then_each_model(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from flowlearn import IRN
+    from flowlearn.images.metrics import quantize_8bit
+    from flowlearn.irn.evaluate import bicubic_downscale
+
+    bench = benchmark_script("irn_colour")
+    torch.manual_seed(0)
+    models = {"a": IRN(4, blocks=[1, 1], growth=4).eval(), "b": IRN(4, blocks=[1, 1], growth=4)}
+    path = tmp_path / "crops_x4.png"
+    bench.crops_figure(models, 4, path, size=16)
+    pixels = torch.from_numpy(np.array(Image.open(path))).permute(2, 0, 1).float() / 255
+    assert pixels.shape == (3, 4 * 16, 4 * 16 * 3)  # bicubic, a, b; each 16² LR pixels, 4×
+    hr = bench.hr_images("demo", 4)[0][1]
+    ref = quantize_8bit(bicubic_downscale(hr, 4))
+    panel = pixels[:, ::4, : 4 * 16 : 4]  # the first panel, one pixel per LR pixel
+    matches = [
+        (i, j)
+        for i in range(ref.shape[1] - 15)
+        for j in range(ref.shape[2] - 15)
+        if torch.equal(ref[:, i : i + 16, j : j + 16], panel)
+    ]
+    assert matches  # the first panel is a crop of the bicubic LR
