@@ -170,14 +170,22 @@ def test_model_card_quality_rows_are_the_shipped_files_numbers(name: str) -> Non
         assert ssim == pytest.approx(meta[f"{key}_ssim_y"], abs=0.00006), (name, key)
 
 
-def test_model_card_fine_tune_table_is_the_stored_log() -> None:
-    with (ROOT / "benchmarks/results/irn_x2_finetune_log.csv").open(newline="") as f:
+@pytest.mark.parametrize(
+    "log",
+    sorted((ROOT / "benchmarks/results").glob("irn_x*_finetune_log.csv")),
+    ids=lambda p: p.name,
+)
+def test_model_card_fine_tune_table_is_the_stored_log(log: Path) -> None:
+    name = log.name.split("_")[1]  # irn_x2_finetune_log.csv -> x2
+    with log.open(newline="") as f:
         rows = list(csv.DictReader(f))
     card = (ROOT / "docs" / "model-card.md").read_text()
+    section = card[card.index(f"### The ×{name[1:]} ") :]
+    section = section[: section.index("\n## ")]  # up to the next section of the card
     stages = {r["stage"]: r for r in rows}  # the last row of each stage
-    assert int(rows[-1]["total_step"]) == model_info("x2")["metadata"]["steps"]
+    assert int(rows[-1]["total_step"]) == model_info(name)["metadata"]["steps"]
     for stage, last in stages.items():
-        line = next(row for row in card.splitlines() if row.startswith(f"| {stage} | "))
+        line = next(row for row in section.splitlines() if row.startswith(f"| {stage} | "))
         assert f"{int(last['step']):,}" in line and f"{int(last['total_step']):,}" in line
         assert line.rstrip(" |").endswith(f"{float(last['psnr_y_sampled']):.2f}"), line
 
