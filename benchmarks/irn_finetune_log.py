@@ -69,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         rows += stage_rows(Path(run), int(steps), offset, number)
         offset += int(steps)
     with atomic_write(args.out) as tmp, tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, list(rows[0]))
+        columns = list(
+            dict.fromkeys(k for row in rows for k in row)
+        )  # logs of older runs lack some
+        writer = csv.DictWriter(f, columns)
         writer.writeheader()
         writer.writerows(rows)
     print(f"wrote {args.out}: {len(rows)} rows, {len(args.stages)} stages, to step {offset}")

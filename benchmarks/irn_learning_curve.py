@@ -35,7 +35,7 @@ from flowlearn.irn.train import build_model, train, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
-COLUMNS = ["step", "seconds", "psnr_y_sampled", "psnr_y_zero", "psnr_y_bicubic"]
+COLUMNS = ["step", "seconds", "psnr_y_sampled", "psnr_y_zero", "psnr_y_bicubic", "lr_psnr_rgb"]
 COLUMNS += ["fit", "distr", "rec", "total", "lr"]
 
 

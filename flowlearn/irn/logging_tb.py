@@ -17,7 +17,8 @@ What is logged, at each CSV row (every `run.log_every` steps and at each validat
 * `train/seconds_per_step`: mean wall time of a step (loading, forward, backward, update), and
   `train/samples_per_second`: the global batch divided by it;
 * `validation/psnr_y_sampled`, `…/psnr_y_zero`, `…/psnr_y_bicubic`, `…/ssim_y_sampled`,
-  `…/ssim_y_zero`, `…/ssim_y_bicubic`: the results of `flowlearn.irn.train.validate`;
+  `…/ssim_y_zero`, `…/ssim_y_bicubic`, `…/lr_psnr_rgb`: the results of
+  `flowlearn.irn.train.validate`;
 * images `validation/<image>`: a centre crop of the first validation images, LR (enlarged by
   pixel repetition), SR (sampled $z$) and HR side by side (`validation_crops`).
 

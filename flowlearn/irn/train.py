@@ -19,7 +19,8 @@ A run folder (`run.output`) holds:
 * `log.csv` — one row every `run.log_every` steps and at every validation: step, seconds (wall
   time of the run so far, validations included, summed over resumed calls), the
   mean losses since the previous row, the learning rate, and (at validation steps) the Set5-style
-  Y-PSNR with sampled $z$ (mean of `run.validation_draws` draws), with $z = 0$, and of bicubic.
+  Y-PSNR with sampled $z$ (mean of `run.validation_draws` draws), with $z = 0$, and of bicubic,
+  and the RGB PSNR of the 8-bit LR against the bicubic LR (`lr_psnr_rgb`).
 
 A non-finite loss or gradient norm stops the run with a `TrainingError` naming the step, before
 any weight is changed; the last checkpoint on disk is the last good state.
@@ -108,6 +109,7 @@ LOG_COLUMNS = (
     "psnr_y_sampled",
     "psnr_y_zero",
     "psnr_y_bicubic",
+    "lr_psnr_rgb",
 )
 LOSS_NAMES = ("fit", "distr", "rec", "total")
 GAN_LOSS_NAMES = GENERATOR_TERMS + DISCRIMINATOR_TERMS
@@ -234,9 +236,11 @@ def validate(
         draws: latent draws averaged for the sampled-$z$ PSNR.
 
     Returns:
-        `{"psnr_y_sampled", "psnr_y_zero", "ssim_y_sampled", "ssim_y_zero"}` for a model
-        (sampled $z$ at temperature 1, and $z = 0$), `{"psnr_y_bicubic", "ssim_y_bicubic"}` for
-        None. Global RNG states are left untouched.
+        `{"psnr_y_sampled", "psnr_y_zero", "ssim_y_sampled", "ssim_y_zero", "lr_psnr_rgb"}` for
+        a model (sampled $z$ at temperature 1, and $z = 0$; `lr_psnr_rgb`: the 8-bit LR against
+        the 8-bit bicubic LR, over R, G and B, which shows an LR drifting in colour while the
+        training losses look normal), `{"psnr_y_bicubic", "ssim_y_bicubic"}` for None. Global
+        RNG states are left untouched.
     """
     devices = [] if model is None else [p.device for p in model.parameters() if p.is_cuda][:1]
     with torch.random.fork_rng(devices=devices):
@@ -260,6 +264,7 @@ def validate(
         "psnr_y_zero": float(zero["mean"]["psnr_y"]),
         "ssim_y_sampled": float(sampled["mean"]["ssim_y"]),
         "ssim_y_zero": float(zero["mean"]["ssim_y"]),
+        "lr_psnr_rgb": float(sampled["mean"]["lr_psnr_rgb"]),
     }
 
 

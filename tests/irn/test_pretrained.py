@@ -127,12 +127,12 @@ def test_shipped_model_round_trips_through_the_original_layout(name: str) -> Non
 
 def test_finetune_log_joins_the_stages_of_a_model(tmp_path: Path) -> None:
     join = benchmark_script("irn_finetune_log")
-    header = "step,seconds,fit,psnr_y_sampled\n"
+    header = "step,seconds,fit,psnr_y_sampled"
     stages = {
-        "a": ("data: {prescale: 0.5}\n", "100,1.0,5.0,\n200,2.0,4.0,38.9\n300,3.0,3.9,\n"),
-        "b": (
+        "a": ("data: {prescale: 0.5}\n", "\n100,1.0,5.0,\n200,2.0,4.0,38.9\n300,3.0,3.9,\n"),
+        "b": (  # a newer run's log has one column more
             "data: {prescale: 0.5, recolour: 0.5}\nloss: {lambda_fit: 16}\n",
-            "100,1.5,9.0,38.5\n",
+            ",lr_psnr_rgb\n100,1.5,9.0,38.5,36.2\n",
         ),
     }
     for name, (config, log) in stages.items():
@@ -153,6 +153,7 @@ def test_finetune_log_joins_the_stages_of_a_model(tmp_path: Path) -> None:
         ("0.5", "0.0", ""),
         ("0.5", "0.5", "16"),
     ]
+    assert [r["lr_psnr_rgb"] for r in rows] == ["", "", "36.2"]
     with pytest.raises(SystemExit, match=r"no row for step 250 \(last: 200\)"):
         join.main([f"{tmp_path / 'a'}:250", "--out", str(out)])
 

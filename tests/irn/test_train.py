@@ -19,6 +19,7 @@ from flowlearn.images.io import write_image
 from flowlearn.irn import irn_losses
 from flowlearn.irn.checkpoint import load, save
 from flowlearn.irn.config import Config, ConfigError, load_config
+from flowlearn.irn.evaluate import evaluate_folder
 from flowlearn.irn.train import (
     TrainingError,
     build_model,
@@ -95,6 +96,8 @@ def test_train_tiny_run_loss_falls_and_writes_run_folder(images: Path, tmp_path:
     assert [int(r["step"]) for r in validated] == [12, 24]
     assert validated[0]["psnr_y_bicubic"] == validated[1]["psnr_y_bicubic"]
     assert float(validated[1]["psnr_y_zero"]) > 20
+    lr_fidelity = evaluate_folder(result.model, val, 2, draws=1, progress=False)["mean"]
+    assert float(validated[1]["lr_psnr_rgb"]) == pytest.approx(lr_fidelity["lr_psnr_rgb"], abs=1e-4)
     assert [v["step"] for v in result.validation] == [12, 24]
     model = load(result.model_path)
     assert model.config == result.model.config
@@ -293,6 +296,7 @@ def test_train_tensorboard_events_hold_scalars_and_images(images: Path, tmp_path
         *(f"validation/{m}_y_{z}" for m in ("psnr", "ssim") for z in ("sampled", "zero")),
         "validation/psnr_y_bicubic",
         "validation/ssim_y_bicubic",
+        "validation/lr_psnr_rgb",
     ]:
         assert tag in tags["scalars"], tag
     total = events.Scalars("loss/total")
