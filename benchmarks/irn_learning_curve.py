@@ -4,9 +4,11 @@ Trains an IRN from a shipped configuration (default `x2`, the paper's recipe) on
 photos (default ../shared/datasets/bsds500, searched recursively) for a wall time or a step
 count, validating on Set5 every K steps, and writes the curve as CSV:
 
-    step, seconds, psnr_y_sampled, psnr_y_zero, psnr_y_bicubic, fit, distr, rec, total, lr
+    step, seconds, psnr_y_sampled, psnr_y_zero, psnr_y_bicubic, lr_psnr_rgb, fit, distr, rec,
+    total, lr
 
-Step 0 is the untrained network (every coupling starts as the identity, so it is the Haar
+Step 0 is the model the run starts from (`flowlearn.irn.train.build_model`): `model.init` when
+set, else the untrained network (every coupling starts as the identity, so it is the Haar
 cascade whatever the seed). The final step is validated too. The run folder keeps the checkpoint,
 so `--resume` extends a curve.
 
