@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flowlearn.images.io import atomic_write
+from flowlearn.images.io import write_json
 from flowlearn.irn.checkpoint import ModelNotAvailableError, load, model_info
 from flowlearn.irn.evaluate import evaluate_folder
 from flowlearn.irn.train import resolve_device
@@ -134,8 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{line}", file=sys.stderr)
     if args.json is not None:
         data = {f"x{s}/{method}/{name}": r for (s, method, name), r in results.items()}
-        with atomic_write(args.json) as tmp:
-            tmp.write_text(json.dumps(data, indent=2) + "\n")
+        write_json(args.json, data)
     return 0
 
 

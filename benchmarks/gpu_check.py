@@ -48,7 +48,7 @@ from typing import Any
 import torch
 
 from flowlearn.checks import jitter_parameters
-from flowlearn.images.io import write_image
+from flowlearn.images.io import write_image, write_json
 from flowlearn.irn.fast import accelerate
 from flowlearn.irn.losses import irn_losses
 from flowlearn.irn.model import IRN
@@ -409,7 +409,7 @@ def main() -> None:
     json_path.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:  # after every part: a run cut short still leaves its results
-        json_path.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(json_path, report)
 
     args.save = save
     began = time.perf_counter()

@@ -51,7 +51,7 @@ import torch
 from torch import Tensor
 
 from flowlearn.images.imresize import imresize
-from flowlearn.images.io import atomic_write, list_images, read_image
+from flowlearn.images.io import atomic_write, list_images, read_image, write_json
 from flowlearn.images.metrics import modcrop, psnr, quantize_8bit
 from flowlearn.irn import IRN, load
 from flowlearn.irn.evaluate import bicubic_downscale, evaluate_pair
@@ -295,8 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                 out[f"x{s}"][name]["cause"] = cause_scores(model, s)
         if args.figure:
             crops_figure(models, s, args.figure.with_name(f"{args.figure.name}_x{s}.png"))
-    with atomic_write(args.out) as tmp:
-        tmp.write_text(json.dumps(out, indent=1) + "\n")
+    write_json(args.out, out, indent=1)
     print(f"wrote {args.out}")
     return 0
 

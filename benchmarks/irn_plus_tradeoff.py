@@ -38,7 +38,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from flowlearn.images.io import atomic_write, list_images, read_image
+from flowlearn.images.io import atomic_write, list_images, read_image, write_json
 from flowlearn.images.metrics import modcrop
 from flowlearn.images.spectrum import (
     gradient_histogram_distance,
@@ -203,9 +203,7 @@ def main() -> None:
         for method in args.methods:
             result = run(method, models[method], name, args.draws, args.seed)
             data["results"].setdefault(name, {})[method] = result
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(args.json) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
+    write_json(args.json, data)
     print(table(data["results"]))
     if args.figure is not None:
         figure(data, models, args.figure, args.seed)

@@ -466,10 +466,11 @@ def tables(data: dict[str, Any], parts: tuple[str, ...] = ("margin", "calibrate"
 
 
 def _store(path: Path, key: str, value: Any) -> None:
+    from flowlearn.images.io import write_json
+
     data = json.loads(path.read_text()) if path.exists() else {}
     data[key] = value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1) + "\n")
+    write_json(path, data, indent=1)
 
 
 def main() -> None:

@@ -4,7 +4,8 @@ Every conversion that changes what was in the file (greyscale to RGB, alpha drop
 expanded, 16 bits scaled) is reported in a note next to the tensor rather than done silently, and
 every failure is one `ImageError` naming the file and the reason. Files are written atomically
 (`atomic_write`: a temporary file in the destination folder is renamed over the target), so a
-crash never leaves a half-written file behind.
+crash never leaves a half-written file behind; `write_json` does the same for the JSON
+results that the command line and the benchmarks store next to images.
 
 Pixel values follow the super-resolution test protocol: 8-bit values $v$ are read as $v / 255$,
 16-bit values as $v / 65535$ (kept at 16-bit precision), and written as
@@ -13,11 +14,13 @@ $\mathrm{round}(255\,\mathrm{clamp}(x, 0, 1))$.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +37,7 @@ __all__ = [
     "read_image",
     "read_png_text",
     "write_image",
+    "write_json",
 ]
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
@@ -220,6 +224,28 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | os.PathLike[str], data: Any, *, indent: int = 2) -> Path:
+    r"""Write `data` as JSON (with a final newline) to `path`, atomically, creating its folder.
+
+    Args:
+        path: The destination file.
+        data: Anything `json.dumps` accepts.
+        indent: Spaces per nesting level.
+
+    Returns:
+        `path` as a `Path`.
+
+    Raises:
+        TypeError: `data` holds a value JSON cannot represent (nothing is written then).
+    """
+    path = Path(path)
+    text = json.dumps(data, indent=indent) + "\n"  # fails before the file is touched
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
+    return path
 
 
 def write_image(

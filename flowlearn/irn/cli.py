@@ -348,6 +348,7 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
 
 
 def _cmd_test(args: argparse.Namespace) -> int:
+    from flowlearn.images.io import write_json
     from flowlearn.irn.evaluate import evaluate_folder, format_table
 
     report = _Reporter("test")
@@ -404,7 +405,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
             print(format_table(result))
             results[name] = result
         if args.json is not None:
-            _write_json(args.json, results["data"] if args.data is not None else results)
+            write_json(args.json, results["data"] if args.data is not None else results)
         for result in results.values():  # at the end, after the tables and the JSON
             for failure in result["failed"]:
                 reason = failure["reason"]
@@ -436,14 +437,6 @@ def _test_options(args: argparse.Namespace) -> dict[str, Path]:
     if args.temperature is None:
         args.temperature = options.temperature
     return {name: folder for name, folder in options.datasets.items() if folder is not None}
-
-
-def _write_json(path: Path, data: Any) -> None:
-    from flowlearn.images.io import atomic_write
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
 
 
 _RESUME_SETTABLE = ("optim.steps", "data.train", "data.workers", "data.pin_memory")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import stat
 import struct
@@ -12,7 +13,14 @@ import torch
 from PIL import Image
 
 from flowlearn.images import io as images
-from flowlearn.images.io import ImageError, atomic_write, list_images, read_image, write_image
+from flowlearn.images.io import (
+    ImageError,
+    atomic_write,
+    list_images,
+    read_image,
+    write_image,
+    write_json,
+)
 
 
 def _png16_rgb(path: Path, values: np.ndarray) -> None:
@@ -60,6 +68,17 @@ def test_atomic_write_error_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(OSError), atomic_write(tmp_path / "folder") as tmp:
         tmp.write_bytes(b"x")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "kept.bin"]
+
+
+def test_write_json_creates_the_folder_and_never_half_writes(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "result.json"
+    assert write_json(path, {"psnr": [38.9, 36.3]}, indent=1) == path
+    assert json.loads(path.read_text()) == {"psnr": [38.9, 36.3]}
+    assert path.read_text().endswith("]\n}\n") and '\n "psnr"' in path.read_text()
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        write_json(path, {"model": object()})
+    assert json.loads(path.read_text()) == {"psnr": [38.9, 36.3]}  # the old content stays
+    assert [p.name for p in path.parent.iterdir()] == ["result.json"]
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
