@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import platform
 import time
@@ -85,7 +86,8 @@ def main() -> None:
         with args.out.open(newline="") as f:
             rows = [r for r in csv.DictReader(f) if r["step"] == "0"]
     elif not args.resume:
-        start = build_model(cfg)  # step 0: the model the run starts from, seeded and initialised
+        # step 0: the model the run starts from, in float32 as training validates it
+        start = build_model(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, bf16=False)))
         bicubic = validate(None, args.val, scale)
         first = validate(start, args.val, scale, draws=args.draws)
         step0 = {"step": 0, "seconds": 0.0, **first, **bicubic}

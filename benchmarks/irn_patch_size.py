@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         *([f"model.init={args.init}"] if args.init else []),
         *args.set,
     ]
-    start = build_model(load_config(args.config, overrides=overrides))
+    # scored in float32, as training validates and returns its model (run.bf16: training only)
+    start = build_model(load_config(args.config, overrides=[*overrides, "run.bf16=false"]))
     scale = start.scale
     before = validate(start, args.val, scale, draws=args.draws)["psnr_y_sampled"]
     print(f"starting model: {before:.3f} dB on {args.val.name}", flush=True)
