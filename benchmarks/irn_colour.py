@@ -32,6 +32,9 @@ The `cause` part (per model) tests that explanation on the model itself: the LR'
 Set5 and Set14 as they are, with their colour at half resolution (as a 4:2:0 JPEG keeps it) and,
 as a control, with their luma at half resolution (`without_detail`).
 
+`--merge` keeps the stored results of models and parts that a run does not measure (a run with
+`--no-cause` keeps a model's stored `cause`).
+
 `--figure PREFIX` writes, for each scale, `PREFIX_x<s>.png`: crops of the demo photo's LR images
 (bicubic, then each model) where one model's colour error is largest, enlarged 4× with nearest
 neighbours.
@@ -267,6 +270,11 @@ def main(argv: list[str] | None = None) -> int:
         "--tables", action="store_true", help="print the Markdown tables of the stored result"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/irn_colour_cpu.json")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep what --out holds that this run does not measure (other models, parts)",
+    )
     args = parser.parse_args(argv)
     if args.tables:
         print(tables(json.loads(args.out.read_text())))
@@ -295,9 +303,22 @@ def main(argv: list[str] | None = None) -> int:
                 out[f"x{s}"][name]["cause"] = cause_scores(model, s)
         if args.figure:
             crops_figure(models, s, args.figure.with_name(f"{args.figure.name}_x{s}.png"))
+    if args.merge and args.out.is_file():
+        out = merged(json.loads(args.out.read_text()), out)
     write_json(args.out, out, indent=1)
     print(f"wrote {args.out}")
     return 0
+
+
+def merged(stored: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """`stored` updated with `new`: per scale and model, the parts measured anew replace theirs."""
+    result = {**stored, **{k: v for k, v in new.items() if not k.startswith("x")}}
+    for key in (k for k in new if k.startswith("x")):
+        models = dict(stored.get(key, {}))
+        for name, entry in new[key].items():
+            models[name] = {**models.get(name, {}), **entry}
+        result[key] = models
+    return result
 
 
 if __name__ == "__main__":

@@ -72,3 +72,22 @@ def test_crops_figure_shows_a_bicubic_crop_then_each_model(tmp_path: Path) -> No
         if torch.equal(ref[:, i : i + 16, j : j + 16], panel)
     ]
     assert matches  # the first panel is a crop of the bicubic LR
+
+
+def test_merge_keeps_what_a_run_does_not_measure() -> None:
+    bench = benchmark_script("irn_colour")
+    stored = {
+        "data": {"set5": 0.17},
+        "threads": 2,
+        "x2": {"shipped x2": {"set5": {"lr_psnr_rgb": 34.8}, "cause": {"set5": {"as_is": 34.8}}}},
+        "x4": {"shipped x4": {"set5": {"lr_psnr_rgb": 32.0}}},
+    }
+    new = {"threads": 1, "x2": {"shipped x2": {"set5": {"lr_psnr_rgb": 35.0}}, "b.pt": {"x": 1}}}
+    out = bench.merged(stored, new)
+    assert out["data"] == {"set5": 0.17} and out["threads"] == 1  # the run's settings win
+    assert out["x2"]["shipped x2"] == {  # measured again, its stored cause kept
+        "set5": {"lr_psnr_rgb": 35.0},
+        "cause": {"set5": {"as_is": 34.8}},
+    }
+    assert out["x2"]["b.pt"] == {"x": 1} and out["x4"] == stored["x4"]
+    assert stored["x2"]["shipped x2"]["set5"] == {"lr_psnr_rgb": 34.8}  # the input is not changed
