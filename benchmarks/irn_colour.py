@@ -193,6 +193,12 @@ def crops_figure(models: dict[str, IRN], scale: int, path: Path, size: int = 32)
 
     hr = hr_images("demo", scale)[0][1]
     ref = quantize_8bit(bicubic_downscale(hr, scale))
+    if not 0 < size <= min(ref.shape[-2:]):
+        raise SystemExit(
+            f"irn_colour: crops of {size}² LR pixels do not fit the demo photo's "
+            f"{ref.shape[-1]}×{ref.shape[-2]} LR at ×{scale}; give --crop-size 1 to "
+            f"{min(ref.shape[-2:])}"
+        )
     with torch.no_grad():
         lrs = {n: quantize_8bit(m.downscale(hr[None]))[0] for n, m in models.items()}
     errors = torch.stack([(lr - ref).norm(dim=0) for lr in lrs.values()]).amax(0)
@@ -261,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--figure", type=Path, metavar="PREFIX", help="PREFIX_x<s>.png: the demo's LR crops"
     )
+    parser.add_argument(
+        "--crop-size", type=int, default=32, help="LR pixels per side of each crop (--figure)"
+    )
     parser.add_argument("--no-data", action="store_true", help="skip the training-data part")
     parser.add_argument(
         "--no-cause", action="store_true", help="skip the half-resolution colour / luma part"
@@ -302,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_cause:
                 out[f"x{s}"][name]["cause"] = cause_scores(model, s)
         if args.figure:
-            crops_figure(models, s, args.figure.with_name(f"{args.figure.name}_x{s}.png"))
+            path = args.figure.with_name(f"{args.figure.name}_x{s}.png")
+            crops_figure(models, s, path, size=args.crop_size)
     if args.merge and args.out.is_file():
         out = merged(json.loads(args.out.read_text()), out)
     write_json(args.out, out, indent=1)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from tests.conftest import ROOT, benchmark_script
@@ -72,6 +73,8 @@ def test_crops_figure_shows_a_bicubic_crop_then_each_model(tmp_path: Path) -> No
         if torch.equal(ref[:, i : i + 16, j : j + 16], panel)
     ]
     assert matches  # the first panel is a crop of the bicubic LR
+    with pytest.raises(SystemExit, match="do not fit the demo photo's 64×64 LR at ×4"):
+        bench.crops_figure(models, 4, path, size=65)
 
 
 def test_merge_keeps_what_a_run_does_not_measure() -> None:
