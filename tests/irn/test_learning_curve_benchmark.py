@@ -11,7 +11,7 @@ import pytest
 
 from flowlearn.irn.config import load_config
 from flowlearn.irn.train import build_model, validate
-from tests.conftest import benchmark_script
+from tests.conftest import ROOT, benchmark_script
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -61,3 +61,9 @@ def test_patch_size_benchmark_trains_each_size_for_the_time_given(
         validate(build_model(cfg), images, 2, draws=1)["psnr_y_sampled"]
     )
     assert bench.table(data).count("\n") == 3  # header, rule, two rows
+
+
+def test_benchmarks_page_shows_the_stored_patch_size_result() -> None:
+    bench = benchmark_script("irn_patch_size")
+    stored = json.loads((ROOT / "benchmarks/results/irn_patch_size_cpu.json").read_text())
+    assert bench.table(stored) in (ROOT / "docs" / "benchmarks.md").read_text()
