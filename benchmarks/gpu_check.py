@@ -184,7 +184,7 @@ def device_vs_cpu(
         losses.total.backward()
         got = torch.cat([p.grad.flatten() for p in net.parameters() if p.grad is not None])
         out["bf16" if bf16 else "float32"] = {
-            "loss_total_rel": _rel(float(losses.total.detach()), float(reference.total)),
+            "loss_total_rel": _rel(float(losses.total.detach()), float(reference.total.detach())),
             "grad_rel_l2": float((got.cpu() - want).norm() / want.norm()),
         }
     return out

@@ -200,7 +200,7 @@ class IRN(FlowSequential):
             bad = int((~torch.isfinite(x)).sum())
             raise ValueError(f"{where}: {what} hold {bad} NaN or infinite values; expected finite")
         if in_unit_range:
-            low, high = float(x.amin()), float(x.amax())
+            low, high = float(x.detach().amin()), float(x.detach().amax())
             if low < -0.5 or high > 1.5:
                 raise ValueError(
                     f"{where}: expected {what} with values in [0, 1], got values in "
