@@ -69,10 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += stage_rows(Path(run), int(steps), offset, number)
         offset += int(steps)
     with atomic_write(args.out) as tmp, tmp.open("w", newline="") as f:
-        columns = list(
-            dict.fromkeys(k for row in rows for k in row)
-        )  # logs of older runs lack some
-        writer = csv.DictWriter(f, columns)
+        # every column of every stage, in order of appearance: older runs' logs lack some
+        writer = csv.DictWriter(f, list(dict.fromkeys(k for row in rows for k in row)))
         writer.writeheader()
         writer.writerows(rows)
     print(f"wrote {args.out}: {len(rows)} rows, {len(args.stages)} stages, to step {offset}")

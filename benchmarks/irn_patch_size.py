@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from flowlearn.images.io import write_json
+from flowlearn.irn import IRN
 from flowlearn.irn.config import load_config
 from flowlearn.irn.train import build_model, train, validate
 
@@ -42,8 +43,8 @@ SHARED = ROOT.parent / "shared" / "datasets"
 
 def run_one(
     config: str, overrides: list[str], patch: int, batch: int, minutes: float, folder: Path
-) -> dict[str, Any]:
-    """Train one patch size for `minutes` of wall time; its steps, seconds and model."""
+) -> tuple[dict[str, Any], IRN]:
+    """Train one patch size for `minutes` of wall time: its record (steps, seconds) and model."""
     cfg = load_config(
         config,
         overrides=[
@@ -56,14 +57,14 @@ def run_one(
     started = time.perf_counter()
     result = train(cfg, max_seconds=60 * minutes)
     seconds = time.perf_counter() - started
-    return {
+    record = {
         "patch": patch,
         "batch": batch,
         "steps": result.step,
         "seconds": round(seconds, 1),
         "hr_pixels": result.step * batch * patch * patch,
-        "model": result.model,
     }
+    return record, result.model
 
 
 def table(data: dict[str, Any]) -> str:
@@ -125,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         base = args.run_dir or Path(tmp)
         for patch in args.patch_sizes:
             folder = base / f"patch{patch}"
-            run = run_one(args.config, overrides, patch, args.batch_size, args.minutes, folder)
-            model = run.pop("model")
+            run, model = run_one(
+                args.config, overrides, patch, args.batch_size, args.minutes, folder
+            )
             run["psnr_y"] = validate(model, args.val, scale, draws=args.draws)["psnr_y_sampled"]
             print(json.dumps(run), flush=True)
             runs.append(run)
