@@ -30,6 +30,11 @@ A configuration has six sections. Every field, its default and its meaning:
 * `recolour` (float, 0.0): probability in [0, 1] that a training patch is recoloured (each
   channel inverted with probability 1/2 and scaled by a random gain in [1/2, 1]), which turns
   the grey fine detail of JPEG photos into colour detail; the LR reference is recoloured alike.
+* `noise` (float, 0.0): probability in [0, 1] that Gaussian noise, independent in every pixel
+  and channel, is added to a training patch, and its bicubic LR to the LR reference; its
+  standard deviation is drawn uniformly from [0, `noise_level`] per patch. Fine colour detail
+  that JPEG photos lack; without it the LR's colour shifts in spots on noisy images.
+* `noise_level` (float, 10.0): the largest standard deviation of that noise, in 8-bit levels.
 * `workers` (int, 0): `DataLoader` worker processes (0 loads in the training process), per
   training process.
 * `pin_memory` (bool, true): on CUDA, load batches into pinned (page-locked) memory and copy
@@ -196,6 +201,8 @@ class DataConfig:
     rotations: bool = True
     prescale: float = 1.0
     recolour: float = 0.0
+    noise: float = 0.0
+    noise_level: float = 10.0
     workers: int = 0
     pin_memory: bool = True
     seed: int = 10
@@ -457,6 +464,10 @@ def _validate(cfg: Config, where: str) -> None:
         fail("data.prescale", "a factor in (0, 1] (1 keeps the images as they are)", d.prescale)
     if not 0 <= d.recolour <= 1:
         fail("data.recolour", "a probability in [0, 1]", d.recolour)
+    if not 0 <= d.noise <= 1:
+        fail("data.noise", "a probability in [0, 1]", d.noise)
+    if not 0 < d.noise_level <= 255:
+        fail("data.noise_level", "a standard deviation in (0, 255] 8-bit levels", d.noise_level)
     if d.patch_size % m.scale:
         fail("data.patch_size", f"a multiple of model.scale = {m.scale}", d.patch_size)
     if d.workers < 0:

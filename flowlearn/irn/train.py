@@ -495,6 +495,8 @@ def _train(
         rotations=cfg.data.rotations,
         prescale=cfg.data.prescale,
         recolour=cfg.data.recolour,
+        noise=cfg.data.noise,
+        noise_level=cfg.data.noise_level,
     )
     model = build_model(cfg, device).train()
     if cfg.run.compile:

@@ -152,6 +152,8 @@ def test_load_config_unknown_section_names_valid_sections(tmp_path: Path) -> Non
         ("data: {prescale: 0}", r"data\.prescale .*a factor in \(0, 1\]"),
         ("data: {recolour: 1.5}", r"data\.recolour .*a probability in \[0, 1\]"),
         ("data: {recolour: -0.1}", r"data\.recolour .*a probability in \[0, 1\]"),
+        ("data: {noise: 2}", r"data\.noise .*a probability in \[0, 1\]"),
+        ("data: {noise_level: 0}", r"data\.noise_level .*\(0, 255\]"),
     ],
 )
 def test_load_config_bad_value_names_key(tmp_path: Path, text: str, pattern: str) -> None:

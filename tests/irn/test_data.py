@@ -199,6 +199,54 @@ def test_recolour_turns_grey_detail_into_colour_detail(tmp_path: Path) -> None:
             IRNTrainSet(tmp_path, scale=2, patch_size=16, recolour=bad)
 
 
+def test_noise_lr_is_the_bicubic_lr_of_the_noisy_patch(tmp_path: Path) -> None:
+    _grey_jpeg(tmp_path / "photo.jpg", width=96)
+    whole = IRNTrainSet(tmp_path, scale=2, patch_size=96, noise=1.0)  # patch = image
+    plain = IRNTrainSet(tmp_path, scale=2, patch_size=96)
+    for seed in range(6):
+        hr, lr = whole[0, seed]
+        torch.testing.assert_close(imresize(hr, 0.5), lr, atol=2e-6, rtol=0)
+        assert not torch.equal(hr, plain[0, seed][0])
+        assert 0 <= float(hr.min()) and float(hr.max()) <= 1
+
+
+def test_noise_is_independent_colour_noise_up_to_its_level(tmp_path: Path) -> None:
+    _grey_jpeg(tmp_path / "photo.jpg")
+    plain = IRNTrainSet(tmp_path, scale=2, patch_size=32)
+    noisy = IRNTrainSet(tmp_path, scale=2, patch_size=32, noise=1.0, noise_level=6.0)
+    levels = []
+    for seed in range(40):
+        clean, hr = plain[0, seed][0], noisy[0, seed][0]  # the same crop and flips
+        inside = (clean > 0.1) & (clean < 0.9)  # away from the clamp
+        levels.append(float((hr - clean)[inside].std()) * 255)
+        rgb = (hr - clean).flatten(1)
+        assert abs(float(torch.corrcoef(rgb)[0, 1])) < 0.2  # R and G differ: colour noise
+    assert max(levels) <= 6.0 * 1.1
+    assert min(levels) < 2.0 < 4.0 < max(levels)  # a level drawn per patch, not a fixed one
+    strong = IRNTrainSet(tmp_path, scale=2, patch_size=32, noise=1.0, noise_level=30.0)
+    colour_detail = benchmark_script("irn_colour").detail_ratio
+    before = np.mean([colour_detail(plain[0, s][0]) for s in range(20)])
+    after = np.mean([colour_detail(strong[0, s][0]) for s in range(20)])
+    assert after > 2 * before
+
+
+def test_noise_zero_keeps_the_patches_and_bad_settings_are_refused(tmp_path: Path) -> None:
+    _grey_jpeg(tmp_path / "photo.jpg")
+    plain = IRNTrainSet(tmp_path, scale=2, patch_size=16, recolour=0.5)
+    off = IRNTrainSet(tmp_path, scale=2, patch_size=16, recolour=0.5, noise=0.0)
+    half = IRNTrainSet(tmp_path, scale=2, patch_size=16, recolour=0.5, noise=0.5)
+    for seed in range(10):
+        torch.testing.assert_close(off[0, seed], plain[0, seed], atol=0, rtol=0)
+    share = np.mean([not torch.equal(half[0, s][0], plain[0, s][0]) for s in range(200)])
+    assert 0.38 < share < 0.62
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"noise must be a probability in \[0, 1\]"):
+            IRNTrainSet(tmp_path, scale=2, patch_size=16, noise=bad)
+    for bad in (0.0, -1.0, 300.0):
+        with pytest.raises(ValueError, match=r"noise_level must be .* \(0, 255\]"):
+            IRNTrainSet(tmp_path, scale=2, patch_size=16, noise=0.5, noise_level=bad)
+
+
 def test_dataset_searches_subfolders(tmp_path: Path) -> None:
     for sub in ["b", "a"]:
         (tmp_path / sub).mkdir()
