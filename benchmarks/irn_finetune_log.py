@@ -8,8 +8,8 @@ Each RUN is a `flowlearn irn train` folder (its `log.csv` and `config.yaml`); ST
 of its checkpoint that the next stage started from (`model.init`) or that was exported: rows
 after it are left out. A stage's rows keep their own `step` and get `total_step`, the steps of
 everything before it (`--base-steps`: the model the first stage started from) plus their own,
-and the settings that distinguish the stages (`data.prescale`, `data.recolour`,
-`loss.lambda_fit`, `optim.lr`, `optim.milestones`). `psnr_y_sampled` is the run's validation:
+and the settings that distinguish the stages (`data.prescale`, `data.recolour`, `data.noise`,
+`data.noise_level`, `loss.lambda_fit`, `optim.lr`, `optim.milestones`). `psnr_y_sampled` is the run's validation:
 Set5 Y-PSNR with one draw of z.
 """
 
@@ -28,6 +28,8 @@ from flowlearn.images.io import atomic_write
 SETTINGS = {
     "prescale": ("data", "prescale", 1.0),
     "recolour": ("data", "recolour", 0.0),
+    "noise": ("data", "noise", 0.0),
+    "noise_level": ("data", "noise_level", 10.0),
     "lambda_fit": ("loss", "lambda_fit", None),
     "base_lr": ("optim", "lr", None),
     "milestones": ("optim", "milestones", None),

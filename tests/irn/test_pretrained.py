@@ -131,7 +131,7 @@ def test_finetune_log_joins_the_stages_of_a_model(tmp_path: Path) -> None:
     stages = {
         "a": ("data: {prescale: 0.5}\n", "\n100,1.0,5.0,\n200,2.0,4.0,38.9\n300,3.0,3.9,\n"),
         "b": (  # a newer run's log has one column more
-            "data: {prescale: 0.5, recolour: 0.5}\nloss: {lambda_fit: 16}\n",
+            "data: {prescale: 0.5, recolour: 0.5, noise: 0.5}\nloss: {lambda_fit: 16}\n",
             ",lr_psnr_rgb\n100,1.5,9.0,38.5,36.2\n",
         ),
     }
@@ -149,9 +149,9 @@ def test_finetune_log_joins_the_stages_of_a_model(tmp_path: Path) -> None:
         ("1", "200", "1200"),
         ("2", "100", "1300"),
     ]
-    assert [(r["prescale"], r["recolour"], r["lambda_fit"]) for r in rows[1:]] == [
-        ("0.5", "0.0", ""),
-        ("0.5", "0.5", "16"),
+    assert [(r["prescale"], r["recolour"], r["noise"], r["lambda_fit"]) for r in rows[1:]] == [
+        ("0.5", "0.0", "0.0", ""),
+        ("0.5", "0.5", "0.5", "16"),
     ]
     assert [r["lr_psnr_rgb"] for r in rows] == ["", "", "36.2"]
     with pytest.raises(SystemExit, match=r"no row for step 250 \(last: 200\)"):

@@ -266,10 +266,20 @@ def test_train_builds_the_patches_with_the_data_section(
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(train_module, "IRNTrainSet", spy)
-    settings = {"optim.steps": 1, "data.recolour": 0.5, "data.prescale": 0.75}
+    settings = {
+        "optim.steps": 1,
+        "data.recolour": 0.5,
+        "data.prescale": 0.75,
+        "data.noise": 0.25,
+        "data.noise_level": 4.0,
+    }
     plain = train(tiny(images, tmp_path / "plain", **{"optim.steps": 1}), progress=False)
     recoloured = train(tiny(images, tmp_path / "recoloured", **settings), progress=False)
-    assert [(k["prescale"], k["recolour"]) for k in seen] == [(1.0, 0.0), (0.75, 0.5)]
+    keys = ("prescale", "recolour", "noise", "noise_level")
+    assert [tuple(k[key] for key in keys) for k in seen] == [
+        (1.0, 0.0, 0.0, 10.0),
+        (0.75, 0.5, 0.25, 4.0),
+    ]
     assert plain.losses[0] != pytest.approx(recoloured.losses[0], rel=1e-4)  # other patches
 
 
