@@ -94,3 +94,18 @@ def test_merge_keeps_what_a_run_does_not_measure() -> None:
     }
     assert out["x2"]["b.pt"] == {"x": 1} and out["x4"] == stored["x4"]
     assert stored["x2"]["shipped x2"]["set5"] == {"lr_psnr_rgb": 34.8}  # the input is not changed
+
+
+def test_noise_part_adds_seeded_colour_noise_and_tabulates_it() -> None:
+    bench = benchmark_script("irn_colour")
+    x = torch.full((3, 64, 64), 0.5)
+    y = bench.noisy(x, 5.0, seed=3)
+    assert torch.equal(y, bench.noisy(x, 5.0, seed=3))  # seeded: the same image every run
+    assert not torch.equal(y, bench.noisy(x, 5.0, seed=4))
+    assert torch.equal((y * 255).round(), y * 255)  # 8-bit, as an image file would be
+    assert float((y - x).std()) * 255 == pytest.approx(5.0, rel=0.1)
+    assert abs(float(torch.corrcoef((y - x).flatten(1))[0, 1])) < 0.1  # R, G independent
+    data = {"x2": {"m": {"noise": {"set5": {"as_is": 40.0, "2": 39.0, "5": 35.0, "10": 30.0}}}}}
+    table = bench.tables(data)
+    assert "| scale | model | images | LR RGB PSNR (dB) as they are | noise σ = 2 |" in table
+    assert "| ×2 | m | Set5 | 40.00 | 39.00 | 35.00 | 30.00 |" in table
