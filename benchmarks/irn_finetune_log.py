@@ -9,8 +9,8 @@ of its checkpoint that the next stage started from (`model.init`) or that was ex
 after it are left out. A stage's rows keep their own `step` and get `total_step`, the steps of
 everything before it (`--base-steps`: the model the first stage started from) plus their own,
 and the settings that distinguish the stages (`data.prescale`, `data.recolour`, `data.noise`,
-`data.noise_level`, `loss.lambda_fit`, `optim.lr`, `optim.milestones`). `psnr_y_sampled` is the run's validation:
-Set5 Y-PSNR with one draw of z.
+`data.noise_level`, `loss.lambda_fit`, `optim.lr`, `optim.milestones`). `psnr_y_sampled` is
+the run's validation: Set5 Y-PSNR with one draw of z.
 """
 
 from __future__ import annotations
