@@ -197,3 +197,52 @@ def test_shipped_metadata_names_no_path_of_the_development_machine() -> None:
     for name in available_models():
         text = json.dumps(model_info(name)["metadata"])
         assert "../" not in text and "datasets/" not in text, name
+
+
+def test_export_trials_collects_the_numbers_an_export_stored(tmp_path: Path) -> None:
+    collect = benchmark_script("irn_export_trials")
+    numbers = {"set5_psnr_y": 40.1, "set5_ssim_y": 0.97, "set14_psnr_y": 37.2, "steps": 99}
+    save(tiny_irn(2), tmp_path / "a.safetensors", metadata=numbers, dtype=torch.float16)
+    out = tmp_path / "trials.json"
+    out.write_text(json.dumps({"old": {"set5_psnr_y": 1.0}}))
+    assert collect.main([f"a={tmp_path / 'a.safetensors'}", "--out", str(out), "--merge"]) == 0
+    stored = json.loads(out.read_text())
+    assert stored == {
+        "a": {k: v for k, v in numbers.items() if k != "steps"},
+        "old": {"set5_psnr_y": 1.0},
+    }
+    save(tiny_irn(2), tmp_path / "b.safetensors", dtype=torch.float16)  # no numbers in it
+    with pytest.raises(SystemExit, match="holds no paper-protocol numbers"):
+        collect.main([f"b={tmp_path / 'b.safetensors'}", "--out", str(out)])
+
+
+@pytest.mark.parametrize(
+    ("heading", "first_cell", "key", "start"),
+    [
+        ("**Stage 4, checkpoint by checkpoint.**", "stage 4 step", "x2_stage4_step{}", "x2_stage3"),
+        ("### The ×4 noise fine-tune", "step", "x4_noise_step{}", "x4_5000_steps"),
+    ],
+)
+def test_model_card_checkpoint_tables_are_the_stored_exports(
+    heading: str, first_cell: str, key: str, start: str
+) -> None:
+    trials = json.loads((ROOT / "benchmarks/results/irn_export_trials.json").read_text())
+    card = (ROOT / "docs" / "model-card.md").read_text()
+    section = card[card.index(heading) :]
+    lines = section[section.index(f"| {first_cell} |") :].split("\n\n")[0].splitlines()[2:]
+    checked = 0
+    for line in lines:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        step = cells[0].split()[0].replace(",", "")
+        scores = cells[2].split(" / ")
+        if not step.isdigit() or len(scores) != 2:
+            continue  # a checkpoint that was not kept
+        trial = trials[key.format(step) if step != "0" else start]
+        assert float(scores[0]) == pytest.approx(trial["set5_psnr_y"], abs=0.006), line
+        assert float(scores[1]) == pytest.approx(trial["set14_psnr_y"], abs=0.006), line
+        checked += 1
+    assert checked >= 3
+    model = "x2" if key.startswith("x2") else "x4"
+    shipped = next(line for line in lines if "(shipped)" in line)
+    step = shipped.strip("|").split("|")[0].split()[0].replace(",", "")
+    assert trials[key.format(step)]["set14_psnr_y"] == model_info(model)["metadata"]["set14_psnr_y"]

@@ -1,0 +1,71 @@
+"""Collect the paper-protocol numbers of exported IRN files into one JSON (the model card's tables).
+
+Usage:
+    python benchmarks/irn_export_trials.py NAME=FILE [NAME=FILE ...] [--merge]
+        [--out benchmarks/results/irn_export_trials.json]
+
+Each FILE is a `.safetensors` written by `benchmarks/export_pretrained.py --out FILE` (a trial
+export of a checkpoint, or a shipped model): its metadata holds the Y-PSNR / SSIM of Set5 and
+Set14 under the paper's protocol, measured on the float16 weights (the steps it records are
+left out: a trial's `--prior-steps` need not be the one its export would ship with). The
+model card's tables of checkpoints (the ×2 fine-tune's stage 4, the ×4 noise fine-tune) quote
+these numbers; a test ties the card to this file. `--merge` keeps the entries already stored
+under other names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from flowlearn.images.io import write_json
+from flowlearn.irn.checkpoint import model_info
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = (
+    *(
+        f"{name}_{key}"
+        for name in ("set5", "set14")
+        for key in ("psnr_y", "psnr_y_std", "ssim_y", "psnr_rgb", "lr_psnr_y")
+    ),
+    "draws",
+    "exported_on",
+)
+"""The metadata entries kept for each file (those it has)."""
+
+
+def trial(file: Path) -> dict[str, Any]:
+    """The numbers `export_pretrained.py` stored in `file`'s metadata."""
+    metadata = model_info(file)["metadata"]
+    if "set5_psnr_y" not in metadata:
+        raise SystemExit(f"irn_export_trials: {file} holds no paper-protocol numbers")
+    return {key: metadata[key] for key in KEYS if key in metadata}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="+", metavar="NAME=FILE")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks/results/irn_export_trials.json"
+    )
+    parser.add_argument("--merge", action="store_true", help="keep the stored entries")
+    args = parser.parse_args(argv)
+    stored = json.loads(args.out.read_text()) if args.merge and args.out.is_file() else {}
+    for item in args.files:
+        name, _, file = item.partition("=")
+        if not name or not file:
+            parser.error(f"expected NAME=FILE, got {item!r}")
+        stored[name] = trial(Path(file))
+        print(
+            f"{name}: Set5 {stored[name]['set5_psnr_y']}, Set14 {stored[name].get('set14_psnr_y')}"
+        )
+    write_json(args.out, dict(sorted(stored.items())), indent=1)
+    print(f"wrote {args.out}: {len(stored)} exports")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
