@@ -246,3 +246,46 @@ def test_model_card_checkpoint_tables_are_the_stored_exports(
     assert checked >= 3 and shipped is not None
     model = key.split("_")[0]  # x2_stage4_step{} -> x2
     assert trials[shipped]["set14_psnr_y"] == model_info(model)["metadata"]["set14_psnr_y"]
+
+
+# λ_fit of each row of the card's LR-guidance tables → (export trial, model in the colour JSON)
+LR_WEIGHT_ROWS = {
+    2: {
+        "4": ("x2_stage4_step2000", "shipped x2"),
+        "8": ("x2_stage4_fit8_step1000", "x2_noise_fit8_step1000.safetensors"),
+        "16": ("x2_stage4_fit16_step1000", "x2_noise_fit16_step1000.safetensors"),
+        "24": ("x2_stage4_fit24_step1000", "x2_noise_fit24_step1000.safetensors"),
+        "32": ("x2_stage4_fit32_step1000", "x2_noise_fit32_step1000.safetensors"),
+    },
+    4: {
+        "16": ("x4_noise_step500", "shipped x4"),
+        "64": ("x4_noise_fit64_step1000", "x4_noise_fit64_step1000.safetensors"),
+    },
+}
+
+
+@pytest.mark.parametrize("scale", sorted(LR_WEIGHT_ROWS))
+def test_model_card_lr_weight_tables_are_the_stored_measurements(scale: int) -> None:
+    trials = json.loads((ROOT / "benchmarks/results/irn_export_trials.json").read_text())
+    colour = json.loads((ROOT / "benchmarks/results/irn_colour_cpu.json").read_text())
+    card = (ROOT / "docs" / "model-card.md").read_text()
+    section = card[card.index(f"**A larger LR-guidance weight at ×{scale}") :]
+    lines = section[section.index("| λ_fit |") :].split("\n\n")[0].splitlines()[2:]
+    rows = {}
+    for line in lines:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0].split()[0]] = cells
+    assert set(rows) == set(LR_WEIGHT_ROWS[scale])
+    assert sum("(shipped)" in cells[0] for cells in rows.values()) == 1
+    for weight, (trial, model) in LR_WEIGHT_ROWS[scale].items():
+        cells = rows[weight]
+        set5, set14 = (float(v) for v in cells[3].split(" / "))
+        assert set5 == pytest.approx(trials[trial]["set5_psnr_y"], abs=0.006), cells
+        assert set14 == pytest.approx(trials[trial]["set14_psnr_y"], abs=0.006), cells
+        measured = colour[f"x{scale}"][model]
+        lr = [float(v) for v in cells[4].split(" / ")]
+        expected = [measured[part]["lr_psnr_rgb"] for part in ("set5", "set14", "demo")]
+        assert lr == pytest.approx(expected, abs=0.006), cells
+        if "(shipped)" in cells[0]:
+            shipped = model_info(f"x{scale}")["metadata"]
+            assert trials[trial]["set14_psnr_y"] == shipped["set14_psnr_y"], cells
