@@ -248,44 +248,59 @@ def test_model_card_checkpoint_tables_are_the_stored_exports(
     assert trials[shipped]["set14_psnr_y"] == model_info(model)["metadata"]["set14_psnr_y"]
 
 
-# λ_fit of each row of the card's LR-guidance tables → (export trial, model in the colour JSON)
-LR_WEIGHT_ROWS = {
-    2: {
+# Tables of the model card: (text before the table, its first header cell) → for each row (its
+# first cell, or that cell's first word), the export trial and the model in the colour JSON
+CARD_TABLES = {
+    ("**A larger LR-guidance weight at ×2", "λ_fit"): {
         "4": ("x2_stage4_step2000", "shipped x2"),
         "8": ("x2_stage4_fit8_step1000", "x2_noise_fit8_step1000.safetensors"),
         "16": ("x2_stage4_fit16_step1000", "x2_noise_fit16_step1000.safetensors"),
         "24": ("x2_stage4_fit24_step1000", "x2_noise_fit24_step1000.safetensors"),
         "32": ("x2_stage4_fit32_step1000", "x2_noise_fit32_step1000.safetensors"),
     },
-    4: {
+    ("**A larger LR-guidance weight at ×4", "λ_fit"): {
         "16": ("x4_noise_step500", "shipped x4"),
         "64": ("x4_noise_fit64_step1000", "x4_noise_fit64_step1000.safetensors"),
+    },
+    ("**Stage 2 to the end of its schedule", "stage 2 step"): {
+        "1,000": ("x2_stage2_step1000", "x2_recolour_step1000.pt"),
+        "2,500": ("x2_stage2_step2500", "x2_recolour_step2500.pt"),
+        "4,000": ("x2_stage2_step4000", "x2_recolour_step4000.pt"),
+    },
+    ("### ×4: two earlier fine-tunes", "run"): {
+        "the 5,000-step `x4`": ("x4_5000_steps", None),
+        "prescale": ("x4_prescale_step2500", None),
+        "the paper's schedule, compressed": ("x4_schedule_step3000", None),
     },
 }
 
 
-@pytest.mark.parametrize("scale", sorted(LR_WEIGHT_ROWS))
-def test_model_card_lr_weight_tables_are_the_stored_measurements(scale: int) -> None:
+@pytest.mark.parametrize(("heading", "first_cell"), sorted(CARD_TABLES))
+def test_model_card_tables_are_the_stored_measurements(heading: str, first_cell: str) -> None:
     trials = json.loads((ROOT / "benchmarks/results/irn_export_trials.json").read_text())
     colour = json.loads((ROOT / "benchmarks/results/irn_colour_cpu.json").read_text())
     card = (ROOT / "docs" / "model-card.md").read_text()
-    section = card[card.index(f"**A larger LR-guidance weight at ×{scale}") :]
-    lines = section[section.index("| λ_fit |") :].split("\n\n")[0].splitlines()[2:]
+    section = card[card.index(heading) :]
+    lines = section[section.index(f"| {first_cell} |") :].split("\n\n")[0].splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    scores = next(i for i, name in enumerate(header) if name.endswith("Y-PSNR"))
+    lr = next((i for i, name in enumerate(header) if name.startswith("LR RGB PSNR:")), None)
+    expected = CARD_TABLES[heading, first_cell]
     rows = {}
-    for line in lines:
+    for line in lines[2:]:
         cells = [c.strip() for c in line.strip("|").split("|")]
-        rows[cells[0].split()[0]] = cells
-    assert set(rows) == set(LR_WEIGHT_ROWS[scale])
-    assert sum("(shipped)" in cells[0] for cells in rows.values()) == 1
-    for weight, (trial, model) in LR_WEIGHT_ROWS[scale].items():
-        cells = rows[weight]
-        set5, set14 = (float(v) for v in cells[3].split(" / "))
+        rows[cells[0] if cells[0] in expected else cells[0].split()[0]] = cells
+    assert set(rows) == set(expected)
+    for label, (trial, model) in expected.items():
+        cells = rows[label]
+        set5, set14 = (float(v) for v in cells[scores].split(" / "))
         assert set5 == pytest.approx(trials[trial]["set5_psnr_y"], abs=0.006), cells
         assert set14 == pytest.approx(trials[trial]["set14_psnr_y"], abs=0.006), cells
-        measured = colour[f"x{scale}"][model]
-        lr = [float(v) for v in cells[4].split(" / ")]
-        expected = [measured[part]["lr_psnr_rgb"] for part in ("set5", "set14", "demo")]
-        assert lr == pytest.approx(expected, abs=0.006), cells
+        if lr is not None and model is not None:
+            measured = colour[trial.split("_")[0]][model]
+            values = [float(v) for v in cells[lr].split(" / ")]
+            stored = [measured[part]["lr_psnr_rgb"] for part in ("set5", "set14", "demo")]
+            assert values == pytest.approx(stored, abs=0.006), cells
         if "(shipped)" in cells[0]:
-            shipped = model_info(f"x{scale}")["metadata"]
+            shipped = model_info(trial.split("_")[0])["metadata"]
             assert trials[trial]["set14_psnr_y"] == shipped["set14_psnr_y"], cells
