@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         writer = csv.DictWriter(f, list(dict.fromkeys(k for row in rows for k in row)))
         writer.writeheader()
         writer.writerows(rows)
-    print(f"wrote {args.out}: {len(rows)} rows, {len(args.stages)} stages, to step {offset}")
+    stages = f"{len(args.stages)} stage{'s' if len(args.stages) > 1 else ''}"
+    print(f"wrote {args.out}: {len(rows)} rows, {stages}, to step {offset}")
     return 0
 
 
