@@ -216,6 +216,22 @@ def test_export_trials_collects_the_numbers_an_export_stored(tmp_path: Path) -> 
         collect.main([f"b={tmp_path / 'b.safetensors'}", "--out", str(out)])
 
 
+def card_table(heading: str, first_cell: str) -> list[list[str]]:
+    """The cells of the model card's first table after `heading` that starts with
+    `first_cell`: its header row, then its body rows (the separator row left out)."""
+    card = (ROOT / "docs" / "model-card.md").read_text()
+    section = card[card.index(heading) :]
+    lines = section[section.index(f"| {first_cell} |") :].split("\n\n")[0].splitlines()
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines[:1] + lines[2:]]
+
+
+def assert_card_scores(cell: str, trial: dict[str, float], row: list[str]) -> None:
+    """A card cell "Set5 / Set14" Y-PSNR holds the trial export's numbers (2 decimals)."""
+    set5, set14 = (float(v) for v in cell.split(" / "))
+    assert set5 == pytest.approx(trial["set5_psnr_y"], abs=0.006), row
+    assert set14 == pytest.approx(trial["set14_psnr_y"], abs=0.006), row
+
+
 @pytest.mark.parametrize(
     ("heading", "first_cell", "key", "start"),
     [
@@ -227,19 +243,13 @@ def test_model_card_checkpoint_tables_are_the_stored_exports(
     heading: str, first_cell: str, key: str, start: str
 ) -> None:
     trials = json.loads((ROOT / "benchmarks/results/irn_export_trials.json").read_text())
-    card = (ROOT / "docs" / "model-card.md").read_text()
-    section = card[card.index(heading) :]
-    lines = section[section.index(f"| {first_cell} |") :].split("\n\n")[0].splitlines()[2:]
     checked, shipped = 0, None
-    for line in lines:
-        cells = [c.strip() for c in line.strip("|").split("|")]
+    for cells in card_table(heading, first_cell)[1:]:
         step = cells[0].split()[0].replace(",", "")
-        scores = cells[2].split(" / ")
-        if not step.isdigit() or len(scores) != 2:
+        if not step.isdigit() or len(cells[2].split(" / ")) != 2:
             continue  # a checkpoint that was not kept
         name = key.format(step) if step != "0" else start
-        assert float(scores[0]) == pytest.approx(trials[name]["set5_psnr_y"], abs=0.006), line
-        assert float(scores[1]) == pytest.approx(trials[name]["set14_psnr_y"], abs=0.006), line
+        assert_card_scores(cells[2], trials[name], cells)
         checked += 1
         if "(shipped)" in cells[0]:
             shipped = name
@@ -279,23 +289,15 @@ CARD_TABLES = {
 def test_model_card_tables_are_the_stored_measurements(heading: str, first_cell: str) -> None:
     trials = json.loads((ROOT / "benchmarks/results/irn_export_trials.json").read_text())
     colour = json.loads((ROOT / "benchmarks/results/irn_colour_cpu.json").read_text())
-    card = (ROOT / "docs" / "model-card.md").read_text()
-    section = card[card.index(heading) :]
-    lines = section[section.index(f"| {first_cell} |") :].split("\n\n")[0].splitlines()
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    header, *body = card_table(heading, first_cell)
     scores = next(i for i, name in enumerate(header) if name.endswith("Y-PSNR"))
     lr = next((i for i, name in enumerate(header) if name.startswith("LR RGB PSNR:")), None)
     expected = CARD_TABLES[heading, first_cell]
-    rows = {}
-    for line in lines[2:]:
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        rows[cells[0] if cells[0] in expected else cells[0].split()[0]] = cells
+    rows = {cells[0] if cells[0] in expected else cells[0].split()[0]: cells for cells in body}
     assert set(rows) == set(expected)
     for label, (trial, model) in expected.items():
         cells = rows[label]
-        set5, set14 = (float(v) for v in cells[scores].split(" / "))
-        assert set5 == pytest.approx(trials[trial]["set5_psnr_y"], abs=0.006), cells
-        assert set14 == pytest.approx(trials[trial]["set14_psnr_y"], abs=0.006), cells
+        assert_card_scores(cells[scores], trials[trial], cells)
         if lr is not None and model is not None:
             measured = colour[trial.split("_")[0]][model]
             values = [float(v) for v in cells[lr].split(" / ")]
