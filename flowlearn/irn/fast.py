@@ -340,8 +340,9 @@ def _sum_per_sample(s: Tensor) -> Tensor:
 class FastIRN(IRN):
     """`IRN` that runs its operations on channels-last activations when `channels_last` is set.
 
-    The input is copied to the channels-last layout once (if it is not already), and `forward`
-    and `inverse` return ordinary contiguous tensors, as the paper form does.
+    The input is copied to the channels-last layout once (if it is not already), and `forward`,
+    `inverse` and their `..._with_intermediates` return ordinary contiguous tensors, as the paper
+    form does.
     """
 
     channels_last: bool = False
@@ -361,6 +362,20 @@ class FastIRN(IRN):
         """`[LR, z]` `(B, 3s², h, w)` → HR `(B, 3, sh, sw)`; log-det of the inverse `(B,)`."""
         x, logdet = super().inverse(self._layout(y))
         return x.contiguous(), logdet
+
+    def forward_with_intermediates(
+        self, x: Tensor, *, keep: bool = True
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """`IRN.forward_with_intermediates` on the fast layout; every output contiguous."""
+        y, logdet, outputs = super().forward_with_intermediates(self._layout(x), keep=keep)
+        return y.contiguous(), logdet, [out.contiguous() for out in outputs]
+
+    def inverse_with_intermediates(
+        self, y: Tensor, *, keep: bool = True
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """`IRN.inverse_with_intermediates` on the fast layout; every output contiguous."""
+        x, logdet, outputs = super().inverse_with_intermediates(self._layout(y), keep=keep)
+        return x.contiguous(), logdet, [out.contiguous() for out in outputs]
 
 
 # ------------------------------------------------------------------------------- the switch

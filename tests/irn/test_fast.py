@@ -193,6 +193,22 @@ def test_accelerated_irn_matches_the_original_fixture() -> None:
     torch.testing.assert_close(x, ref["inverse_out"], atol=1e-4, rtol=0)
 
 
+def test_accelerated_intermediates_equal_the_paper_forms_in_the_ordinary_layout() -> None:
+    paper = small_irn(4)
+    fast = accelerate(copy.deepcopy(paper))
+    hr = rand(2, 3, 8, 8)
+    y, logdet, outs = paper.forward_with_intermediates(hr)
+    hr_cl = hr.contiguous(memory_format=CL)
+    y_fast, logdet_fast, outs_fast = fast.forward_with_intermediates(hr_cl)
+    _, _, back = paper.inverse_with_intermediates(y)
+    x_fast, _, back_fast = fast.inverse_with_intermediates(y)
+    for mine, theirs in zip([y_fast, x_fast, *outs_fast, *back_fast], [y, hr, *outs, *back]):
+        assert mine.is_contiguous()  # what the paper form returns, whatever the layers ran on
+        torch.testing.assert_close(mine, theirs, atol=1e-12, rtol=0)
+    torch.testing.assert_close(logdet_fast, logdet, atol=1e-9, rtol=0)
+    assert len(outs_fast) == len(outs) and len(back_fast) == len(back)
+
+
 def test_command_line_models_are_accelerated(tmp_path: Path) -> None:
     from flowlearn.irn.cli import _model
 
