@@ -36,13 +36,16 @@ Each mode stores its part (`margin`, `calibrate`, `agreement`, `photo`) in
   it for each scale, each in a fresh process under `/usr/bin/time -v` (where it exists), which
   gives the peak resident set size and the wall time.
 
-The machine's load is recorded with the results (`os.getloadavg` before and after, the CPU
+`--margin` and `--agreement` record which shipped files they measured (name and SHA-256), so
+that a new shipped model without a new measurement shows. The machine's load is recorded with
+the results (`os.getloadavg` before and after, the CPU
 count): timings on a shared machine are upper bounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -109,6 +112,14 @@ def _meta() -> dict[str, Any]:
         "processor": platform.processor(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
+
+
+def _weights(scale: int) -> dict[str, str]:
+    """The shipped model measured: its file name and the SHA-256 of its bytes."""
+    from flowlearn.irn.checkpoint import model_info
+
+    path = Path(model_info(f"x{scale}")["path"])
+    return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
 # ------------------------------------------------------------------------------------ margin
@@ -194,6 +205,7 @@ def measure_margin(scale: int, size: int) -> dict[str, Any]:
             )
             print(f"  x{s} margin {m:3d}: forward {forward_err:.2e}  inverse {inverse_err:.2e}")
         result["tile_error_vs_margin"] = sweep
+    result["weights"] = _weights(s)
     return result
 
 
@@ -317,7 +329,8 @@ def agreement(scales: list[int]) -> dict[str, Any]:
     worst = max(
         abs(r[f"psnr_{c}_tiled"] - r[f"psnr_{c}_whole"]) for r in rows for c in ("y", "rgb")
     )
-    return {"rows": rows, "max_abs_psnr_difference_db": worst}
+    weights = {f"x{s}": _weights(s) for s in scales}
+    return {"rows": rows, "max_abs_psnr_difference_db": worst, "weights": weights}
 
 
 # ------------------------------------------------------------------------------------- photo
