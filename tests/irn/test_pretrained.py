@@ -272,6 +272,10 @@ CARD_TABLES = {
         "16": ("x4_noise_step500", "shipped x4"),
         "64": ("x4_noise_fit64_step1000", "x4_noise_fit64_step1000.safetensors"),
     },
+    ("**The λ_fit = 24 model trained on", "step"): {
+        f"{k},000": (f"x2_stage4_fit24_long_step{k}000", f"x2_fit24_long_step{k}000.safetensors")
+        for k in range(1, 5)
+    },
     ("**Stage 2 to the end of its schedule", "stage 2 step"): {
         "1,000": ("x2_stage2_step1000", "x2_recolour_step1000.pt"),
         "2,500": ("x2_stage2_step2500", "x2_recolour_step2500.pt"),
