@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 from pathlib import Path
 
@@ -260,7 +261,7 @@ def test_model_card_checkpoint_tables_are_the_stored_exports(
 
 # Tables of the model card: (text before the table, its first header cell) → for each row (its
 # first cell, or that cell's first word), the export trial and the model in the colour JSON
-CARD_TABLES = {
+CARD_TABLES: dict[tuple[str, str], dict[str, tuple[str, str | None]]] = {
     ("**A larger LR-guidance weight at ×2", "λ_fit"): {
         "4": ("x2_stage4_step2000", "shipped x2"),
         "8": ("x2_stage4_fit8_step1000", "x2_noise_fit8_step1000.safetensors"),
@@ -310,3 +311,33 @@ def test_model_card_tables_are_the_stored_measurements(heading: str, first_cell:
         if "(shipped)" in cells[0]:
             shipped = model_info(trial.split("_")[0])["metadata"]
             assert trials[trial]["set14_psnr_y"] == shipped["set14_psnr_y"], cells
+
+
+def test_x2_tradeoff_figure_plots_the_card_tables_models() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "irn_x2_tradeoff", ROOT / "docs" / "figures" / "irn_x2_tradeoff.py"
+    )
+    assert spec is not None and spec.loader is not None
+    figure = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figure)
+    data = figure.points()  # raises if a model is missing from the stored results
+    _, shipped_y = data["LR-guidance weight λ_fit"]["4 (shipped)"]
+    assert shipped_y == model_info("x2")["metadata"]["set14_psnr_y"]
+    assert (ROOT / "docs" / "assets" / "irn_x2_tradeoff.png").is_file()
+    # every model of the card's two x2 LR-weight tables is a point, and only those
+    plotted = {pair for members in figure.SERIES.values() for pair in members.values()}
+    tables = ("**A larger LR-guidance weight at ×2", "**The λ_fit = 24 model trained on")
+    in_card = {
+        pair
+        for (heading, _), rows in CARD_TABLES.items()
+        if heading in tables
+        for pair in rows.values()
+    }
+    assert plotted == in_card
+    # as the card says: of the sweep only lambda_fit 24 meets both Set14 goals, and so does
+    # every step of the run trained on from it
+    for members in data.values():
+        for label, (lr, y) in members.items():
+            assert (lr >= figure.GOAL_LR and y >= figure.GOAL_Y) == (
+                label not in {"4 (shipped)", "8", "16", "32"}
+            ), label
