@@ -428,7 +428,7 @@ def worker_time(args: argparse.Namespace) -> dict[str, Any]:
     )
     image = image.to(device)
     infer: dict[str, list[float]] = {m: [] for m in trainers}
-    for r in range(args.infer_repeats + 1):
+    for r in range(args.infer_repeats + 1 if args.infer_repeats > 0 else 0):  # 0: no inference
         for mode in order[r % len(order) :] + order[: r % len(order)]:
             elapsed = _timed(partial(trainers[mode].infer, image), device)
             if r > 0:  # the first round is a warm-up
@@ -437,13 +437,22 @@ def worker_time(args: argparse.Namespace) -> dict[str, Any]:
         mode: {
             "train_step_s": round(statistics.median(times[mode]), 4),
             "train_step_min_s": round(min(times[mode]), 4),
-            "infer_s": round(statistics.median(infer[mode]), 4),
             "train_steps_s": [round(t, 4) for t in times[mode]],
-            "infer_runs_s": [round(t, 4) for t in infer[mode]],
         }
+        | _inference(infer[mode])
         for mode in trainers
     }
     return result | {"checks": checks}
+
+
+def _inference(runs: list[float]) -> dict[str, Any]:
+    """The inference entries of a mode's timing: none when inference was not timed."""
+    if not runs:
+        return {}
+    return {
+        "infer_s": round(statistics.median(runs), 4),
+        "infer_runs_s": [round(t, 4) for t in runs],
+    }
 
 
 def pooled_time(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -457,14 +466,15 @@ def pooled_time(runs: list[dict[str, Any]]) -> dict[str, Any]:
         if mode == "checks":
             continue
         steps = [t for run in runs for t in run[mode]["train_steps_s"]]
-        infer = [t for run in runs for t in run[mode]["infer_runs_s"]]
+        infer = [t for run in runs for t in run[mode].get("infer_runs_s", [])]
         pooled[mode] = {
             "train_step_s": round(statistics.median(steps), 4),
             "train_step_min_s": round(min(steps), 4),
-            "infer_s": round(statistics.median(infer), 4),
             "train_steps_s": steps,
             "train_step_s_per_process": [run[mode]["train_step_s"] for run in runs],
         }
+        if infer:
+            pooled[mode]["infer_s"] = round(statistics.median(infer), 4)
     return pooled
 
 
@@ -595,18 +605,23 @@ def time_table(data: dict[str, Any]) -> list[str]:
     """Step and inference time of every mode and their ratios to the baseline (Markdown)."""
     scales = [k for k in data if k.startswith("x")]
     base = data["meta"]["baseline"]
+    inference = all("infer_s" in data[k][m] for k in scales for m in data[k])  # 0 repeats: none
     head = "| mode |"
     for key in scales:
         x = key.replace("x", "×")
-        head += f" {x} step (s) | {x} vs {base} | {x} inference (s) | {x} inference vs {base} |"
-    lines = [head, "|---" * (1 + 4 * len(scales)) + "|"]
+        head += f" {x} step (s) | {x} vs {base} |"
+        if inference:
+            head += f" {x} inference (s) | {x} inference vs {base} |"
+    lines = [head, "|---" * (1 + (4 if inference else 2) * len(scales)) + "|"]
     for mode in data[scales[0]]:
         row = f"| `{mode}` |"
         for key in scales:
             t, r = data[key][mode], data["ratios"][key].get(mode)
             paired = f"{r['train_step_paired']:.3f}" if r else "1"
-            infer = f"{r['infer_s']:.3f}" if r else "1"
-            row += f" {t['train_step_s']:.3f} | {paired} | {t['infer_s']:.2f} | {infer} |"
+            row += f" {t['train_step_s']:.3f} | {paired} |"
+            if inference:
+                infer = f"{r['infer_s']:.3f}" if r else "1"
+                row += f" {t['infer_s']:.2f} | {infer} |"
         lines.append(row)
     return lines
 
@@ -653,10 +668,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def tables() -> str:
-    """The performance page's tables from the stored results (time, memory, profile)."""
+    """The performance page's tables from the stored results (time, fixed cost, memory, profile)."""
     out = []
     for name, make in [
         ("irn_speed_time_cpu.json", time_table),
+        ("irn_speed_time_patch8_cpu.json", time_table),
         ("irn_speed_memory_cpu.json", memory_table),
         ("irn_speed_profile_cpu.json", profile_table),
     ]:
@@ -707,7 +723,9 @@ def main() -> None:
         "--processes", type=int, default=1, help="timing processes to pool (fresh each)"
     )
     parser.add_argument("--infer-size", type=int, default=512)
-    parser.add_argument("--infer-repeats", type=int, default=3)
+    parser.add_argument(
+        "--infer-repeats", type=int, default=3, help="timed inference runs (0: none)"
+    )
     parser.add_argument("--note", default=None, help="kept in meta (e.g. what else ran)")
     parser.add_argument("--out", default=None, help="also write the JSON to this file")
     parser.add_argument("--profile", metavar="MODE", nargs="+", default=None)

@@ -92,3 +92,28 @@ def test_performance_page_shows_the_stored_results() -> None:
     for name in ("irn_speed_time_cpu.json", "irn_speed_memory_cpu.json"):
         data = json.loads((bench.RESULTS / name).read_text())  # type: ignore[attr-defined]
         assert data["meta"]["baseline"] == "original", name
+
+
+def test_benchmark_without_inference_timing_pools_and_tabulates_steps_only() -> None:
+    bench = benchmark_script("irn_speed")
+    runs = [
+        {
+            "original": {"train_steps_s": [2.0], "train_step_s": 2.0},
+            "default": {"train_steps_s": [1.0], "train_step_s": 1.0},
+            "checks": {},
+        }
+    ]
+    pooled = bench.pooled_time(runs)  # --infer-repeats 0: no inference entries
+    assert "infer_s" not in pooled["default"]
+    data = {
+        "x4": pooled,
+        "ratios": bench.ratios_to("original", {"x4": pooled}),
+        "meta": {"baseline": "original"},
+    }
+    assert data["ratios"]["x4"]["default"] == {
+        "train_step_s": 0.5,
+        "train_step_paired": 0.5,
+        "train_step_min": 0.5,
+    }
+    row = next(line for line in bench.time_table(data) if line.startswith("| `default`"))
+    assert row == "| `default` | 1.000 | 0.500 |"  # no inference columns
