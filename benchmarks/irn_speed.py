@@ -472,9 +472,8 @@ def pooled_time(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "train_step_min_s": round(min(steps), 4),
             "train_steps_s": steps,
             "train_step_s_per_process": [run[mode]["train_step_s"] for run in runs],
+            **_inference(infer),
         }
-        if infer:
-            pooled[mode]["infer_s"] = round(statistics.median(infer), 4)
     return pooled
 
 
