@@ -3,6 +3,8 @@
 Usage:
     python benchmarks/irn_finetune_log.py --base-steps 12000 RUN:STEPS [RUN:STEPS ...]
         --out benchmarks/results/irn_x2_finetune_log.csv
+    python benchmarks/irn_finetune_log.py --after benchmarks/results/irn_x4_finetune_log.csv
+        RUN:STEPS --out benchmarks/results/irn_x4_finetune_log.csv
 
 Each RUN is a `flowlearn irn train` folder (its `log.csv` and `config.yaml`); STEPS is the step
 of its checkpoint that the next stage started from (`model.init`) or that was exported: rows
@@ -11,6 +13,10 @@ everything before it (`--base-steps`: the model the first stage started from) pl
 and the settings that distinguish the stages (`data.prescale`, `data.recolour`, `data.noise`,
 `data.noise_level`, `loss.lambda_fit`, `optim.lr`, `optim.milestones`). `psnr_y_sampled` is
 the run's validation: Set5 Y-PSNR with one draw of z.
+
+`--after CSV` extends a log this script wrote before (the run folders of its stages need not
+exist any more): its rows come first unchanged, the new stages are numbered after its last, and
+their steps count from its last `total_step`.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ SETTINGS = {
     "noise": ("data", "noise", 0.0),
     "noise_level": ("data", "noise_level", 10.0),
     "lambda_fit": ("loss", "lambda_fit", None),
+    "patch_size": ("data", "patch_size", None),
     "base_lr": ("optim", "lr", None),
     "milestones": ("optim", "milestones", None),
 }
@@ -60,11 +67,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stages", nargs="+", metavar="RUN:STEPS")
     parser.add_argument("--base-steps", type=int, default=0)
+    parser.add_argument("--after", type=Path, metavar="CSV", help="a log to extend")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     rows: list[dict[str, Any]] = []
-    offset = args.base_steps
-    for number, item in enumerate(args.stages, start=1):
+    offset, first = args.base_steps, 1
+    if args.after is not None:
+        if args.base_steps:
+            parser.error("--after takes its steps from the log; leave out --base-steps")
+        with args.after.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        if not rows:
+            parser.error(f"{args.after} holds no rows")
+        offset, first = int(rows[-1]["total_step"]), int(rows[-1]["stage"]) + 1
+    for number, item in enumerate(args.stages, start=first):
         run, _, steps = item.rpartition(":")
         if not run or not steps.isdigit():
             parser.error(f"expected RUN:STEPS, got {item!r}")
@@ -75,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         writer = csv.DictWriter(f, list(dict.fromkeys(k for row in rows for k in row)))
         writer.writeheader()
         writer.writerows(rows)
-    stages = f"{len(args.stages)} stage{'s' if len(args.stages) > 1 else ''}"
+    count = first - 1 + len(args.stages)
+    stages = f"{count} stage{'s' if count > 1 else ''}"
     print(f"wrote {args.out}: {len(rows)} rows, {stages}, to step {offset}")
     return 0
 

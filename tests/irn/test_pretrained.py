@@ -155,6 +155,17 @@ def test_finetune_log_joins_the_stages_of_a_model(tmp_path: Path) -> None:
         ("0.5", "0.5", "0.5", "16"),
     ]
     assert [r["lr_psnr_rgb"] for r in rows] == ["", "", "36.2"]
+    # --after: a stage added to that log once its runs' folders are gone
+    longer = tmp_path / "longer.csv"
+    assert join.main(["--after", str(out), f"{tmp_path / 'a'}:100", "--out", str(longer)]) == 0
+    with longer.open(newline="") as f:
+        extended = list(csv.DictReader(f))
+    assert extended[:3] == rows  # the log's rows, unchanged
+    added = [(r["stage"], r["step"], r["total_step"]) for r in extended[3:]]
+    assert added == [("3", "100", "1400")]
+    with pytest.raises(SystemExit):  # the steps come from the log
+        join.main(["--after", str(out), f"{tmp_path / 'a'}:100", "--base-steps", "5", "--out",
+                   str(longer)])  # fmt: skip
     with pytest.raises(SystemExit, match=r"no row for step 250 \(last: 200\)"):
         join.main([f"{tmp_path / 'a'}:250", "--out", str(out)])
 
