@@ -28,27 +28,27 @@ before rounding; inverse: the HR image).
 
 | scale | change | reach (any) | above 1e-6 | above 1/510 |
 |---|---|---|---|---|
-| ×2 | one HR pixel, forward | 37 | 15 | 6 |
-| ×2 | one LR pixel, inverse | 42 | 18 | 9 |
-| ×2 | one z pixel, inverse | 42 | 22 | 14 |
-| ×4 | one HR pixel, forward | 39 | 15 | 5 |
-| ×4 | one LR pixel, inverse | 55 | 15 | 7 |
-| ×4 | one z pixel, inverse | 55 | 18 | 11 |
+| ×2 | one HR pixel, forward | 41 | 15 | 6 |
+| ×2 | one LR pixel, inverse | 45 | 18 | 9 |
+| ×2 | one z pixel, inverse | 43 | 22 | 14 |
+| ×4 | one HR pixel, forward | 44 | 16 | 5 |
+| ×4 | one LR pixel, inverse | 55 | 15 | 8 |
+| ×4 | one z pixel, inverse | 52 | 18 | 11 |
 
 | margin | ×2 forward | ×2 inverse | ×4 forward | ×4 inverse |
 |---|---|---|---|---|
-| 0 | 2.4e-02 | 1.3e-01 | 3.8e-02 | 1.9e-01 |
-| 2 | 9.1e-03 | 8.1e-02 | 1.6e-02 | 8.8e-02 |
-| 4 | 2.8e-03 | 1.2e-01 | 9.4e-03 | 4.8e-02 |
-| 6 | 1.1e-03 | 1.3e-01 | 2.6e-03 | 1.8e-02 |
-| 8 | 1.3e-04 | 2.7e-02 | 2.0e-04 | 7.3e-03 |
-| 10 | 3.3e-05 | 8.7e-03 | 5.2e-05 | 1.1e-03 |
-| 12 | 3.5e-06 | 1.6e-03 | 1.0e-05 | 4.0e-04 |
-| 16 | 1.8e-07 | 3.1e-05 | 1.8e-07 | 3.6e-06 |
-| 20 | 1.8e-07 | 2.7e-06 | 1.8e-07 | 1.5e-06 |
-| 24 | 2.4e-07 | 2.7e-06 | 2.4e-07 | 1.5e-06 |
-| 32 | 1.2e-07 | 2.4e-07 | 1.2e-07 | 2.4e-07 |
-| 40 | 0.0e+00 | 1.8e-07 | 6.0e-08 | 2.4e-07 |
+| 0 | 2.4e-02 | 1.3e-01 | 4.4e-02 | 1.8e-01 |
+| 2 | 9.1e-03 | 8.1e-02 | 1.1e-02 | 1.4e-01 |
+| 4 | 2.8e-03 | 1.2e-01 | 5.0e-03 | 3.7e-02 |
+| 6 | 1.1e-03 | 1.3e-01 | 1.7e-03 | 1.0e-02 |
+| 8 | 1.3e-04 | 2.7e-02 | 2.4e-04 | 4.1e-03 |
+| 10 | 3.3e-05 | 8.7e-03 | 7.5e-05 | 1.1e-03 |
+| 12 | 3.5e-06 | 1.6e-03 | 1.0e-05 | 1.6e-04 |
+| 16 | 2.4e-07 | 3.1e-05 | 2.4e-07 | 2.8e-06 |
+| 20 | 2.4e-07 | 2.2e-06 | 1.8e-07 | 1.3e-06 |
+| 24 | 2.4e-07 | 2.2e-06 | 1.8e-07 | 1.2e-06 |
+| 32 | 6.0e-08 | 2.4e-07 | 1.2e-07 | 3.0e-07 |
+| 40 | 0.0e+00 | 1.2e-07 | 1.2e-07 | 2.4e-07 |
 
 The default margin `MARGINS`, 16 LR pixels at ×2 and ×4 (32 and 64 HR pixels), is the
 smallest in the second table whose errors stay below `TILE_ERROR` = $10^{-4}$ (a fortieth of an
