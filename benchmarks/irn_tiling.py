@@ -37,7 +37,9 @@ Each mode stores its part (`margin`, `calibrate`, `agreement`, `photo`) in
   gives the peak resident set size and the wall time.
 
 `--margin` and `--agreement` record which shipped files they measured (name and SHA-256), so
-that a new shipped model without a new measurement shows. The machine's load is recorded with
+that a new shipped model without a new measurement shows. They replace only the scales in
+`--scales` and keep the others' results, each scale with the machine description of its own
+run (`meta`, keyed by scale). The machine's load is recorded with
 the results (`os.getloadavg` before and after, the CPU
 count): timings on a shared machine are upper bounds.
 """
@@ -478,6 +480,34 @@ def tables(data: dict[str, Any], parts: tuple[str, ...] = ("margin", "calibrate"
     return "\n\n".join(blocks)
 
 
+def merge_scales(old: dict[str, Any], new: dict[str, Any], scale: int) -> dict[str, Any]:
+    """A `margin` or `agreement` part with the results of one scale replaced by `new`'s.
+
+    Each scale keeps the machine description (`meta`) of its own run; a part stored before
+    `meta` was kept per scale lends its single description to every scale it held.
+    """
+    key = f"x{scale}"
+    kept = sorted({int(k[1:]) for k in [*_scales(old), *old.get("weights", {})]} - {scale})
+    old_meta = old.get("meta", {})
+    if not any(k.startswith("x") for k in old_meta):
+        old_meta = {f"x{s}": old_meta for s in kept} if old_meta else {}
+    meta = {**{f"x{s}": old_meta[f"x{s}"] for s in kept if f"x{s}" in old_meta}, **new["meta"]}
+    if "rows" not in new:  # margin: one entry per scale
+        merged = {f"x{s}": old[f"x{s}"] for s in kept}
+        merged[key] = new[key]
+    else:  # agreement: rows tagged with their scale, and the weights measured at each
+        rows = [r for r in old.get("rows", []) if r["scale"] != scale] + new["rows"]
+        rows.sort(key=lambda r: r["scale"])
+        worst = max(
+            abs(r[f"psnr_{c}_tiled"] - r[f"psnr_{c}_whole"]) for r in rows for c in ("y", "rgb")
+        )
+        weights = {f"x{s}": old["weights"][f"x{s}"] for s in kept}
+        merged = {"rows": rows, "max_abs_psnr_difference_db": worst}
+        merged["weights"] = {**weights, key: new["weights"][key]}
+    merged["meta"] = dict(sorted(meta.items(), key=lambda kv: int(kv[0][1:])))
+    return merged
+
+
 def _store(path: Path, key: str, value: Any) -> None:
     from flowlearn.images.io import write_json
 
@@ -504,16 +534,16 @@ def main() -> None:
     if args.tables:
         print(tables(json.loads(args.out.read_text()), ("margin", "calibrate", "photo")))
         return
-    if args.margin:
-        meta = _meta()
-        value: dict[str, Any] = {f"x{s}": measure_margin(s, args.size) for s in args.scales}
-        value["meta"] = {**meta, "loadavg_after": list(os.getloadavg())}
-        _store(args.out, "margin", value)
-    elif args.agreement:
-        meta = _meta()
-        value = agreement(args.scales)
-        value["meta"] = {**meta, "loadavg_after": list(os.getloadavg())}
-        _store(args.out, "agreement", value)
+    if args.margin or args.agreement:
+        # one scale at a time, so that a new model at one scale leaves the other's results alone
+        part = "margin" if args.margin else "agreement"
+        stored = json.loads(args.out.read_text()) if args.out.exists() else {}
+        for s in args.scales:
+            meta = _meta()
+            new = {f"x{s}": measure_margin(s, args.size)} if args.margin else agreement([s])
+            new["meta"] = {f"x{s}": {**meta, "loadavg_after": list(os.getloadavg())}}
+            stored[part] = merge_scales(stored.get(part, {}), new, s)
+            _store(args.out, part, stored[part])
     elif args.calibrate:
         meta = _meta()
         value = calibrate(args.scales, args.sides, args.jobs)

@@ -294,6 +294,37 @@ def test_tiling_constants_follow_the_measurements() -> None:
         assert line in how_to, line
 
 
+def test_tiling_benchmark_replaces_only_the_measured_scale() -> None:
+    merge = benchmark_script("irn_tiling").merge_scales  # type: ignore[attr-defined]
+    meta = {"machine": "old", "date": "then"}
+    margin = {"x2": {"scale": 2, "v": 1}, "x4": {"scale": 4, "v": 2}, "meta": meta}
+    new = {"x4": {"scale": 4, "v": 3}, "meta": {"x4": {"machine": "new"}}}
+    merged = merge(margin, new, 4)
+    assert merged["x2"] == {"scale": 2, "v": 1} and merged["x4"]["v"] == 3
+    assert merged["meta"] == {"x2": meta, "x4": {"machine": "new"}}
+    assert "x4" not in margin["meta"]  # the stored part is not changed in place
+    # a scale measured for the first time joins the others; a second merge keeps both metas
+    merged = merge(merged, {"x8": {"scale": 8}, "meta": {"x8": {"machine": "m8"}}}, 8)
+    assert list(merged["meta"]) == ["x2", "x4", "x8"] and merged["x4"]["v"] == 3
+
+    def row(scale: int, image: str, tiled: float) -> dict[str, object]:
+        y = {"psnr_y_tiled": tiled, "psnr_y_whole": 30.0}
+        return {"scale": scale, "image": image, **y, "psnr_rgb_tiled": 30, "psnr_rgb_whole": 30}
+
+    agreement = {
+        "rows": [row(2, "a", 30.004), row(4, "a", 30.009)],
+        "max_abs_psnr_difference_db": 0.009,
+        "weights": {"x2": {"sha256": "2"}, "x4": {"sha256": "4"}},
+        "meta": meta,
+    }
+    new = {"rows": [row(4, "a", 30.001), row(4, "b", 30.0)], "weights": {"x4": {"sha256": "n"}}}
+    merged = merge(agreement, {**new, "meta": {"x4": {"machine": "new"}}}, 4)
+    assert [(r["scale"], r["image"]) for r in merged["rows"]] == [(2, "a"), (4, "a"), (4, "b")]
+    assert merged["max_abs_psnr_difference_db"] == pytest.approx(0.004)  # the old x4 row is gone
+    assert merged["weights"] == {"x2": {"sha256": "2"}, "x4": {"sha256": "n"}}
+    assert merged["meta"] == {"x2": meta, "x4": {"machine": "new"}}
+
+
 # ------------------------------------------------------------------------------ command line
 
 
