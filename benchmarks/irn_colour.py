@@ -39,7 +39,9 @@ rounded to 8 bits), each against the bicubic LR of the image it was given. Noise
 between R, G and B is colour detail at the finest scale, which JPEG training photos lack.
 
 `--merge` keeps the stored results of models and parts that a run does not measure (a run with
-`--no-cause` keeps a model's stored `cause`; `--no-scores` its per-set scores).
+`--no-cause` keeps a model's stored `cause`; `--no-scores` its per-set scores). `--no-shipped`
+measures only the `--model` files. Each model's entry names the machine of its last run
+(`machine`: CPU, CPU count, torch, threads); the top-level `machine` is that of the last run.
 
 `--figure PREFIX` writes, for each scale, `PREFIX_x<s>.png`: crops of the demo photo's LR images
 (bicubic, then each model) where one model's colour error is largest, enlarged 4× with nearest
@@ -327,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-scores", action="store_true", help="skip the per-set LR and SR scores"
     )
+    parser.add_argument(
+        "--no-shipped", action="store_true", help="measure only the --model files, not the shipped"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--tables", action="store_true", help="print the Markdown tables of the stored result"
@@ -348,14 +353,22 @@ def main(argv: list[str] | None = None) -> int:
         if not key.startswith("x") or not file:
             parser.error(f"--model takes x<scale>=FILE, got {item!r}")
         extra.setdefault(int(key[1:]), []).append(file)
+    if args.no_shipped and set(args.scales) - set(extra):
+        parser.error(
+            f"--no-shipped leaves nothing to measure: give --model xS=FILE for each of "
+            f"--scales {' '.join(map(str, args.scales))}"
+        )
     out: dict[str, Any] = {
         "machine": {"platform": platform.platform(), "torch": torch.__version__},
         "threads": args.threads,
     }
     if not args.no_data:
         out["data"] = data_scores()
+    from irn_speed import machine_meta  # this folder: run as a script
+
+    machine = {**machine_meta(), "threads": args.threads}
     for s in args.scales:
-        models = {f"shipped x{s}": load(f"x{s}").eval()}
+        models = {} if args.no_shipped else {f"shipped x{s}": load(f"x{s}").eval()}
         models.update({Path(f).name: load(f).eval() for f in extra.get(s, [])})
         out[f"x{s}"] = {}
         for name, model in models.items():
@@ -365,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
                 entry["cause"] = cause_scores(model, s)
             if not args.no_noise:
                 entry["noise"] = noise_scores(model, s)
+            entry["machine"] = machine
         if args.figure:
             path = args.figure.with_name(f"{args.figure.name}_x{s}.png")
             crops_figure(models, s, path, size=args.crop_size)

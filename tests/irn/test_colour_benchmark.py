@@ -109,3 +109,23 @@ def test_noise_part_adds_seeded_colour_noise_and_tabulates_it() -> None:
     table = bench.tables(data)
     assert "| scale | model | images | LR RGB PSNR (dB) as they are | noise σ = 2 |" in table
     assert "| ×2 | m | Set5 | 40.00 | 39.00 | 35.00 | 30.00 |" in table
+
+
+def test_no_shipped_measures_only_the_given_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flowlearn.irn.checkpoint import save
+    from tests.conftest import tiny_irn
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the script imports its neighbours
+    bench = benchmark_script("irn_colour")
+    with pytest.raises(SystemExit):  # nothing left to measure at x4
+        bench.main(["--no-shipped", "--scales", "2", "4", "--model", "x2=a.pt"])
+    save(tiny_irn(2), tmp_path / "tiny.pt")
+    out = tmp_path / "colour.json"
+    skip = ["--no-data", "--no-cause", "--no-noise", "--no-scores"]
+    argv = ["--no-shipped", "--scales", "2", "--model", f"x2={tmp_path / 'tiny.pt'}", *skip]
+    assert bench.main([*argv, "--threads", "1", "--out", str(out)]) == 0
+    entries = json.loads(out.read_text())["x2"]
+    assert list(entries) == ["tiny.pt"]  # no "shipped x2"
+    assert entries["tiny.pt"]["machine"]["threads"] == 1 and entries["tiny.pt"]["machine"]["cpus"]
