@@ -251,7 +251,9 @@ def assert_card_scores(cell: str, trial: dict[str, float], row: list[str]) -> No
          True),
         ("### The ×4 noise fine-tune", "step", "x4_noise_step{}", "x4_5000_steps", False),
         ("### The ×4 fine-tune on 144² patches", "step", "x4_p144_step{}", "x4_noise_step500",
-         True),
+         False),
+        ("**Stage 3: 800 more steps on 144² patches", "step", "x4_p144b_step{}",
+         "x4_p144_step800", True),
     ],
 )  # fmt: skip
 def test_model_card_checkpoint_tables_are_the_stored_exports(
@@ -293,7 +295,12 @@ CARD_TABLES: dict[tuple[str, str], dict[str, tuple[str, str | None]]] = {
         "0": ("x4_noise_step500", "x4_noise_step500.safetensors"),
         "400": ("x4_p144_step400", "x4_p144_step400.safetensors"),
         "600": ("x4_p144_step600", "x4_p144_step600.safetensors"),
-        "800": ("x4_p144_step800", "shipped x4"),
+        "800": ("x4_p144_step800", "x4_p144_step800.safetensors"),
+    },
+    ("**Stage 3: 800 more steps on 144² patches", "step"): {
+        "0": ("x4_p144_step800", "x4_p144_step800.safetensors"),
+        "400": ("x4_p144b_step400", "x4_p144b_step400.safetensors"),
+        "800": ("x4_p144b_step800", "shipped x4"),
     },
     ("**The λ_fit = 24 model trained on", "step"): {
         f"{k},000": (f"x2_stage4_fit24_long_step{k}000", f"x2_fit24_long_step{k}000.safetensors")
