@@ -328,11 +328,13 @@ def agreement(scales: list[int]) -> dict[str, Any]:
                 }
                 print(row, flush=True)
                 rows.append(row)
-    worst = max(
-        abs(r[f"psnr_{c}_tiled"] - r[f"psnr_{c}_whole"]) for r in rows for c in ("y", "rgb")
-    )
     weights = {f"x{s}": _weights(s) for s in scales}
-    return {"rows": rows, "max_abs_psnr_difference_db": worst, "weights": weights}
+    return {"rows": rows, "max_abs_psnr_difference_db": worst_difference(rows), "weights": weights}
+
+
+def worst_difference(rows: list[dict[str, Any]]) -> float:
+    """The largest |tiled - whole| PSNR difference (Y or RGB) over agreement rows, in dB."""
+    return max(abs(r[f"psnr_{c}_tiled"] - r[f"psnr_{c}_whole"]) for r in rows for c in ("y", "rgb"))
 
 
 # ------------------------------------------------------------------------------------- photo
@@ -498,11 +500,8 @@ def merge_scales(old: dict[str, Any], new: dict[str, Any], scale: int) -> dict[s
     else:  # agreement: rows tagged with their scale, and the weights measured at each
         rows = [r for r in old.get("rows", []) if r["scale"] != scale] + new["rows"]
         rows.sort(key=lambda r: r["scale"])
-        worst = max(
-            abs(r[f"psnr_{c}_tiled"] - r[f"psnr_{c}_whole"]) for r in rows for c in ("y", "rgb")
-        )
         weights = {f"x{s}": old["weights"][f"x{s}"] for s in kept}
-        merged = {"rows": rows, "max_abs_psnr_difference_db": worst}
+        merged = {"rows": rows, "max_abs_psnr_difference_db": worst_difference(rows)}
         merged["weights"] = {**weights, key: new["weights"][key]}
     merged["meta"] = dict(sorted(meta.items(), key=lambda kv: int(kv[0][1:])))
     return merged
