@@ -38,7 +38,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from flowlearn.images.io import atomic_write, list_images, read_image, write_json
+from flowlearn.images.io import list_images, read_image, write_figure, write_json
 from flowlearn.images.metrics import modcrop
 from flowlearn.images.spectrum import (
     gradient_histogram_distance,
@@ -165,9 +165,7 @@ def figure(data: dict[str, Any], models: dict[str, Any], path: Path, seed: int) 
         ax.set_title(label, fontsize=9)
         ax.axis("off")
     fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    write_figure(path, fig, dpi=110)
 
 
 def main() -> None:

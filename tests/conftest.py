@@ -23,7 +23,16 @@ SHARED = ROOT.parent / "shared"
 
 def benchmark_script(name: str) -> ModuleType:
     """The module `benchmarks/<name>.py`, loaded fresh (it is a script, not a package module)."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    return _script(ROOT / "benchmarks" / f"{name}.py", name)
+
+
+def figure_script(name: str) -> ModuleType:
+    """The module `docs/figures/<name>.py`, loaded fresh (a script that draws a docs figure)."""
+    return _script(ROOT / "docs" / "figures" / f"{name}.py", name)
+
+
+def _script(path: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # for dataclasses and pickling inside the script

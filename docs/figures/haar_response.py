@@ -13,8 +13,6 @@ Run from the repository root (deterministic, no network):
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -23,6 +21,8 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import numpy as np
+
+from flowlearn.images.io import write_figure
 
 OUT = Path(__file__).resolve().parents[1] / "assets" / "haar_response.png"
 
@@ -59,16 +59,7 @@ def main() -> None:
     ax.legend(loc="center left", bbox_to_anchor=(0.0, 0.45), fontsize=9.5, framealpha=0.95)
     fig.tight_layout()
 
-    # Written atomically: a temporary name in the same folder, then os.replace.
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=OUT.parent, prefix=".haar_response.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", metadata={"Software": None})
-        os.replace(tmp, OUT)
-    finally:
-        plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
+    write_figure(OUT, fig)  # atomically: a temporary file in the folder, then a rename
     print(f"wrote {OUT}")
 
 

@@ -62,7 +62,7 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from flowlearn.images.io import atomic_write
+    from flowlearn.images.io import write_figure
 
     data = points()
     shipped_y = data[next(iter(SERIES))]["4 (shipped)"][1]
@@ -97,9 +97,7 @@ def main() -> None:
     ax.set_title("IRN ×2: reconstruction against LR fidelity", fontsize=10)
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
-    with atomic_write(OUT) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    write_figure(OUT, fig, dpi=120)
     print(f"wrote {OUT}")
 
 

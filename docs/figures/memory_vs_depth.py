@@ -20,11 +20,9 @@ Run from the repository root (a few minutes on two cores, no network):
 from __future__ import annotations
 
 import json
-import os
 import resource
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -106,6 +104,8 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from flowlearn.images.io import write_figure
+
     memory = measure_memory()
     drift = measure_drift()
     plt.rcParams.update({"font.size": 11, "font.family": "DejaVu Sans"})
@@ -130,15 +130,7 @@ def main() -> None:
     right.legend(loc="lower right", fontsize=9.5)
     right.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=OUT.parent, suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, metadata={"Software": None})
-        os.replace(tmp, OUT)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_figure(OUT, fig)
     print(json.dumps({"depths": DEPTHS, "memory_mb": memory,
                       "drift_final": {str(k): v[-1] for k, v in drift.items()}}))  # fmt: skip
 

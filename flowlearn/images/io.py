@@ -5,7 +5,8 @@ expanded, 16 bits scaled) is reported in a note next to the tensor rather than d
 every failure is one `ImageError` naming the file and the reason. Files are written atomically
 (`atomic_write`: a temporary file in the destination folder is renamed over the target), so a
 crash never leaves a half-written file behind; `write_json` does the same for the JSON
-results that the command line and the benchmarks store next to images.
+results that the command line and the benchmarks store next to images, and `write_figure` for
+Matplotlib figures.
 
 Pixel values follow the super-resolution test protocol: 8-bit values $v$ are read as $v / 255$,
 16-bit values as $v / 65535$ (kept at 16-bit precision), and written as
@@ -36,6 +37,7 @@ __all__ = [
     "list_images",
     "read_image",
     "read_png_text",
+    "write_figure",
     "write_image",
     "write_json",
 ]
@@ -245,6 +247,41 @@ def write_json(path: str | os.PathLike[str], data: Any, *, indent: int = 2) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as tmp:
         tmp.write_text(text)
+    return path
+
+
+def write_figure(path: str | os.PathLike[str], fig: Any, **savefig: Any) -> Path:
+    r"""Save a Matplotlib figure as a PNG at `path`, atomically, creating its folder; close it.
+
+    The PNG carries no "Software" text chunk (Matplotlib's version), so the same figure gives
+    the same file under any Matplotlib. The figure is closed even when saving fails.
+
+    Args:
+        path: The destination file.
+        fig: A `matplotlib.figure.Figure`.
+        **savefig: Further arguments of `Figure.savefig` (e.g. `dpi=120`).
+
+    Returns:
+        `path` as a `Path`.
+
+    Examples:
+        >>> import tempfile
+        >>> import matplotlib.pyplot as plt
+        >>> fig, ax = plt.subplots(figsize=(1, 1))
+        >>> path = write_figure(Path(tempfile.mkdtemp()) / "plots" / "line.png", fig, dpi=50)
+        >>> path.read_bytes()[:4], plt.fignum_exists(fig.number)
+        (b'\x89PNG', False)
+    """
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    savefig = {"format": "png", "metadata": {"Software": None}} | savefig
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, **savefig)
+    finally:
+        plt.close(fig)
     return path
 
 

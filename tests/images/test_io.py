@@ -18,6 +18,7 @@ from flowlearn.images.io import (
     atomic_write,
     list_images,
     read_image,
+    write_figure,
     write_image,
     write_json,
 )
@@ -261,3 +262,24 @@ def test_list_images_errors(tmp_path: Path) -> None:
     (tmp_path / "f.png").write_bytes(b"")
     with pytest.raises(ImageError, match="not a folder"):
         list_images(tmp_path / "f.png")
+
+
+def test_write_figure_replaces_the_file_whole_or_not_at_all(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    target = tmp_path / "figure.png"
+    target.write_text("old")
+    fig, _ = plt.subplots(figsize=(1, 1))
+    with pytest.raises(ValueError, match="bogus"):
+        write_figure(target, fig, format="bogus")  # savefig refuses the format
+    assert target.read_text() == "old"  # left as it was
+    assert [p.name for p in tmp_path.iterdir()] == ["figure.png"]  # no temporary file
+    assert not plt.fignum_exists(fig.number)  # closed all the same
+    fig, _ = plt.subplots(figsize=(1, 1))
+    write_figure(target, fig, dpi=20)
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"Software" not in target.read_bytes()  # no Matplotlib version in the file
+    assert not plt.fignum_exists(fig.number)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -20,7 +19,14 @@ from flowlearn.irn.checkpoint import (
     to_official,
     weights_dir,
 )
-from tests.conftest import ROOT, benchmark_script, irn_reference, tiny_irn, write_images
+from tests.conftest import (
+    ROOT,
+    benchmark_script,
+    figure_script,
+    irn_reference,
+    tiny_irn,
+    write_images,
+)
 
 
 def test_weights_folder_is_package_data() -> None:
@@ -343,12 +349,7 @@ def test_model_card_tables_are_the_stored_measurements(heading: str, first_cell:
 
 
 def test_x2_tradeoff_figure_plots_the_card_tables_models() -> None:
-    spec = importlib.util.spec_from_file_location(
-        "irn_x2_tradeoff", ROOT / "docs" / "figures" / "irn_x2_tradeoff.py"
-    )
-    assert spec is not None and spec.loader is not None
-    figure = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(figure)
+    figure = figure_script("irn_x2_tradeoff")
     data = figure.points()  # raises if a model is missing from the stored results
     _, shipped_y = data["LR-guidance weight λ_fit"]["4 (shipped)"]
     assert shipped_y == model_info("x2")["metadata"]["set14_psnr_y"]
@@ -370,3 +371,19 @@ def test_x2_tradeoff_figure_plots_the_card_tables_models() -> None:
             assert (lr >= figure.GOAL_LR and y >= figure.GOAL_Y) == (
                 label not in {"4 (shipped)", "8", "16", "32"}
             ), label
+
+
+def test_x4_curve_figure_ends_at_the_shipped_model() -> None:
+    figure = figure_script("irn_x4_curve")
+    shipped = model_info("x4")["metadata"]
+    points = figure.exported()  # raises if a model of the line is missing from the stored results
+    for part in ("set5", "set14"):
+        steps, psnr = points[part][-1]
+        assert (steps, psnr) == (shipped["steps"], shipped[f"{part}_psnr_y"]), part
+        assert [s for s, _ in points[part]] == sorted(figure.LINE)
+    curve = figure.validation()
+    assert [s for s, _ in curve] == sorted(s for s, _ in curve)  # one run after the other
+    assert curve[0][0] == figure.START and curve[-1][0] >= shipped["steps"]
+    first, last = figure.patch_144()
+    assert figure.START < first < last <= curve[-1][0]
+    assert (ROOT / "docs" / "assets" / "irn_x4_curve.png").is_file()

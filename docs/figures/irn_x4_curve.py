@@ -1,0 +1,127 @@
+r"""Draw `docs/assets/irn_x4_curve.png`: where the shipped ×4 stands, step by step of its training.
+
+Two panels, Set5 and Set14 Y-PSNR against the total training steps behind each model, from the
+5,000-step ×4 on. The points are the models of the shipped line (each one the start of the
+next stage) scored with the paper's protocol on their float16 files
+(`benchmarks/results/irn_export_trials.json`); on Set5 the thin line is the runs' own
+validation (one draw of z, `benchmarks/results/irn_x4_training_log.csv` and
+`irn_x4_finetune_log.csv`). The green line is the goal of the shipped ×4, the shaded steps ran
+on 144×144 patches. Nothing is measured here: the figure reads the stored results.
+
+Run from the repository root (seconds, no network):
+
+    python docs/figures/irn_x4_curve.py
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+OUT = ROOT / "docs" / "assets" / "irn_x4_curve.png"
+GOALS = {"set5": 34.5, "set14": 31.0}  # Y-PSNR goals of the shipped x4 (dB)
+PAPER = {"set5": 36.19, "set14": 32.67}  # Xiao et al. 2020, Table 1
+START = 5000  # the 5,000-step model, where the fine-tunes begin
+
+# total steps -> entry of irn_export_trials.json, along the line that led to the shipped x4
+LINE: dict[int, str] = {
+    5000: "x4_5000_steps",
+    5500: "x4_noise_step500",
+    5900: "x4_p144_step400",
+    6100: "x4_p144_step600",
+    6300: "x4_p144_step800",
+    6700: "x4_p144b_step400",
+    7100: "x4_p144b_step800",
+}
+# total steps at which each stage starts -> its label
+STAGES = {5000: "stage 1 (64²)", 5500: "stage 2", 6300: "stage 3", 7100: "stage 4"}
+
+
+def exported() -> dict[str, list[tuple[int, float]]]:
+    """Per set: (total steps, Y-PSNR of the paper's protocol) of each model of the line."""
+    trials = json.loads((RESULTS / "irn_export_trials.json").read_text())
+    return {
+        part: [(steps, trials[name][f"{part}_psnr_y"]) for steps, name in sorted(LINE.items())]
+        for part in GOALS
+    }
+
+
+def validation() -> list[tuple[int, float]]:
+    """(total steps, Set5 Y-PSNR with one draw of z) of the runs' validations from `START` on."""
+    points = []
+    with open(RESULTS / "irn_x4_training_log.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            if row["psnr_y_sampled"] and int(row["step"]) >= START:
+                points.append((int(row["step"]), float(row["psnr_y_sampled"])))
+    with open(RESULTS / "irn_x4_finetune_log.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            if row["psnr_y_sampled"]:
+                points.append((int(row["total_step"]), float(row["psnr_y_sampled"])))
+    return points
+
+
+def patch_144() -> tuple[int, int]:
+    """First and last total step of the fine-tune log's rows on 144×144 patches."""
+    with open(RESULTS / "irn_x4_finetune_log.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["patch_size"] == "144"]
+    return int(rows[0]["total_step"]) - 100, int(rows[-1]["total_step"])  # rows every 100
+
+
+def main() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from flowlearn.images.io import write_figure
+
+    points, curve = exported(), validation()
+    first, last = patch_144()
+    end = max(max(LINE), last)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    for ax, (part, line) in zip(axes, points.items()):
+        ax.axvspan(first, last, color="0.9", lw=0)
+        if part == "set5":
+            ax.plot(*zip(*curve), "-", color="tab:blue", lw=0.8, alpha=0.6, label="validation")
+        ax.plot(*zip(*line), "o-", color="tab:blue", ms=4, lw=1.2, label="paper protocol")
+        ax.axhline(GOALS[part], color="tab:green", lw=1)
+        ys = [y for _, y in line] + [GOALS[part]]
+        if part == "set5":
+            ys += [y for _, y in curve]
+        bottom, top = min(ys) - 0.1, max(ys) + 0.1
+        ax.set_ylim(bottom, top)
+        ax.set_xlim(START - 150, end + 150)
+        for steps, label in STAGES.items():
+            if steps < end:
+                ax.axvline(steps, color="0.6", lw=0.6, ls=":")
+                ax.annotate(
+                    label,
+                    (steps + 25, GOALS[part] - 0.04),
+                    fontsize=7,
+                    color="0.35",
+                    rotation=90,
+                    va="top",
+                )
+        ax.annotate(
+            f"goal {GOALS[part]:.1f} dB (paper: {PAPER[part]:.2f})",
+            (end + 100, GOALS[part] + 0.01),
+            fontsize=8,
+            ha="right",
+            va="bottom",
+            color="tab:green",
+        )
+        ax.set_xlabel("training steps (total)")
+        ax.set_ylabel("Y-PSNR (dB)")
+        ax.set_title(f"{'Set5' if part == 'set5' else 'Set14'}", fontsize=10)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle("IRN ×4: the shipped line, stage by stage (shaded: 144×144 patches)", fontsize=10)
+    fig.tight_layout()
+    write_figure(OUT, fig, dpi=120)
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
