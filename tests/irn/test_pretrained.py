@@ -259,7 +259,9 @@ def assert_card_scores(cell: str, trial: dict[str, float], row: list[str]) -> No
         ("### The ×4 fine-tune on 144² patches", "step", "x4_p144_step{}", "x4_noise_step500",
          False),
         ("**Stage 3: 800 more steps on 144² patches", "step", "x4_p144b_step{}",
-         "x4_p144_step800", True),
+         "x4_p144_step800", False),
+        ("**Stage 4: a longer constant rate", "step", "x4_p144c_step{}", "x4_p144b_step800",
+         True),
     ],
 )  # fmt: skip
 def test_model_card_checkpoint_tables_are_the_stored_exports(
@@ -306,7 +308,12 @@ CARD_TABLES: dict[tuple[str, str], dict[str, tuple[str, str | None]]] = {
     ("**Stage 3: 800 more steps on 144² patches", "step"): {
         "0": ("x4_p144_step800", "x4_p144_step800.safetensors"),
         "400": ("x4_p144b_step400", "x4_p144b_step400.safetensors"),
-        "800": ("x4_p144b_step800", "shipped x4"),
+        "800": ("x4_p144b_step800", "x4_p144b_step800.safetensors"),
+    },
+    ("**Stage 4: a longer constant rate", "step"): {
+        "0": ("x4_p144b_step800", "x4_p144b_step800.safetensors"),
+        "800": ("x4_p144c_step800", "shipped x4"),
+        "1,200": ("x4_p144c_step1200", "x4_p144c_step1200.safetensors"),
     },
     ("**The λ_fit = 24 model trained on", "step"): {
         f"{k},000": (f"x2_stage4_fit24_long_step{k}000", f"x2_fit24_long_step{k}000.safetensors")
