@@ -50,25 +50,23 @@ def exported() -> dict[str, list[tuple[int, float]]]:
     }
 
 
+def _rows(name: str) -> list[dict[str, str]]:
+    with open(RESULTS / name, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def validation() -> list[tuple[int, float]]:
     """(total steps, Set5 Y-PSNR with one draw of z) of the runs' validations from `START` on."""
-    points = []
-    with open(RESULTS / "irn_x4_training_log.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            if row["psnr_y_sampled"] and int(row["step"]) >= START:
-                points.append((int(row["step"]), float(row["psnr_y_sampled"])))
-    with open(RESULTS / "irn_x4_finetune_log.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            if row["psnr_y_sampled"]:
-                points.append((int(row["total_step"]), float(row["psnr_y_sampled"])))
-    return points
+    base = [(int(r["step"]), r["psnr_y_sampled"]) for r in _rows("irn_x4_training_log.csv")]
+    tuned = [(int(r["total_step"]), r["psnr_y_sampled"]) for r in _rows("irn_x4_finetune_log.csv")]
+    return [(s, float(v)) for s, v in base + tuned if v and s >= START]
 
 
 def patch_144() -> tuple[int, int]:
-    """First and last total step of the fine-tune log's rows on 144×144 patches."""
-    with open(RESULTS / "irn_x4_finetune_log.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["patch_size"] == "144"]
-    return int(rows[0]["total_step"]) - 100, int(rows[-1]["total_step"])  # rows every 100
+    """Total steps at which the fine-tune log's training on 144×144 patches starts and ends."""
+    rows = [r for r in _rows("irn_x4_finetune_log.csv") if r["patch_size"] == "144"]
+    first, last = rows[0], rows[-1]
+    return int(first["total_step"]) - int(first["step"]), int(last["total_step"])
 
 
 def main() -> None:
@@ -85,13 +83,12 @@ def main() -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
     for ax, (part, line) in zip(axes, points.items()):
         ax.axvspan(first, last, color="0.9", lw=0)
-        if part == "set5":
-            ax.plot(*zip(*curve), "-", color="tab:blue", lw=0.8, alpha=0.6, label="validation")
+        validated = curve if part == "set5" else []  # the runs validate on Set5 only
+        if validated:
+            ax.plot(*zip(*validated), "-", color="tab:blue", lw=0.8, alpha=0.6, label="validation")
         ax.plot(*zip(*line), "o-", color="tab:blue", ms=4, lw=1.2, label="paper protocol")
         ax.axhline(GOALS[part], color="tab:green", lw=1)
-        ys = [y for _, y in line] + [GOALS[part]]
-        if part == "set5":
-            ys += [y for _, y in curve]
+        ys = [y for _, y in line + validated] + [GOALS[part]]
         bottom, top = min(ys) - 0.1, max(ys) + 0.1
         ax.set_ylim(bottom, top)
         ax.set_xlim(START - 150, end + 150)
