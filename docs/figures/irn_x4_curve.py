@@ -36,6 +36,8 @@ LINE: dict[int, str] = {
     6700: "x4_p144b_step400",
     7100: "x4_p144b_step800",
     7900: "x4_p144c_step800",
+    8300: "x4_p144c_step1200",
+    8700: "x4_p144c_step1600",
 }
 # total steps at which each stage starts -> its label
 STAGES = {5000: "stage 1 (64²)", 5500: "stage 2", 6300: "stage 3", 7100: "stage 4"}

@@ -312,8 +312,9 @@ CARD_TABLES: dict[tuple[str, str], dict[str, tuple[str, str | None]]] = {
     },
     ("**Stage 4: a longer constant rate", "step"): {
         "0": ("x4_p144b_step800", "x4_p144b_step800.safetensors"),
-        "800": ("x4_p144c_step800", "shipped x4"),
+        "800": ("x4_p144c_step800", "x4_p144c_step800.safetensors"),
         "1,200": ("x4_p144c_step1200", "x4_p144c_step1200.safetensors"),
+        "1,600": ("x4_p144c_step1600", "shipped x4"),
     },
     ("**The λ_fit = 24 model trained on", "step"): {
         f"{k},000": (f"x2_stage4_fit24_long_step{k}000", f"x2_fit24_long_step{k}000.safetensors")
