@@ -11,12 +11,13 @@ of its checkpoint that the next stage started from (`model.init`) or that was ex
 after it are left out. A stage's rows keep their own `step` and get `total_step`, the steps of
 everything before it (`--base-steps`: the model the first stage started from) plus their own,
 and the settings that distinguish the stages (`data.prescale`, `data.recolour`, `data.noise`,
-`data.noise_level`, `loss.lambda_fit`, `optim.lr`, `optim.milestones`). `psnr_y_sampled` is
-the run's validation: Set5 Y-PSNR with one draw of z.
+`data.noise_level`, `loss.lambda_fit`, `optim.lr`, `optim.milestones`, `data.patch_size`,
+`data.batch_size`; a column added after a log was written is empty in its older rows).
+`psnr_y_sampled` is the run's validation: Set5 Y-PSNR with one draw of z.
 
 `--after CSV` extends a log this script wrote before (the run folders of its stages need not
 exist any more): its rows come first unchanged, the new stages are numbered after its last, and
-their steps count from its last `total_step`.
+their steps count from its last `total_step`. Columns the log lacks stay empty in its rows.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ SETTINGS = {
     "noise_level": ("data", "noise_level", 10.0),
     "lambda_fit": ("loss", "lambda_fit", None),
     "patch_size": ("data", "patch_size", None),
+    "batch_size": ("data", "batch_size", None),
     "base_lr": ("optim", "lr", None),
     "milestones": ("optim", "milestones", None),
 }

@@ -38,9 +38,17 @@ LINE: dict[int, str] = {
     7900: "x4_p144c_step800",
     8300: "x4_p144c_step1200",
     8700: "x4_p144c_step1600",
+    8850: "x4_p144d_step150",
+    9000: "x4_p144d_step300",
 }
 # total steps at which each stage starts -> its label
-STAGES = {5000: "stage 1 (64²)", 5500: "stage 2", 6300: "stage 3", 7100: "stage 4"}
+STAGES = {
+    5000: "stage 1 (64²)",
+    5500: "stage 2",
+    6300: "stage 3",
+    7100: "stage 4",
+    8700: "stage 5",
+}
 
 
 def exported() -> dict[str, list[tuple[int, float]]]:
@@ -117,7 +125,11 @@ def main() -> None:
         ax.set_ylabel("Y-PSNR (dB)")
         ax.set_title(f"{'Set5' if part == 'set5' else 'Set14'}", fontsize=10)
         ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle("IRN ×4: the shipped line, stage by stage (shaded: 144×144 patches)", fontsize=10)
+    fig.suptitle(
+        "IRN ×4: the shipped line, stage by stage "
+        "(shaded: 144×144 patches; batch 8, 16 in stage 5)",
+        fontsize=10,
+    )
     fig.tight_layout()
     write_figure(OUT, fig, dpi=120)
     print(f"wrote {OUT}")

@@ -138,7 +138,8 @@ def test_finetune_log_joins_the_stages_of_a_model(tmp_path: Path) -> None:
     stages = {
         "a": ("data: {prescale: 0.5}\n", "\n100,1.0,5.0,\n200,2.0,4.0,38.9\n300,3.0,3.9,\n"),
         "b": (  # a newer run's log has one column more
-            "data: {prescale: 0.5, recolour: 0.5, noise: 0.5}\nloss: {lambda_fit: 16}\n",
+            "data: {prescale: 0.5, recolour: 0.5, noise: 0.5, batch_size: 16}\n"
+            "loss: {lambda_fit: 16}\n",
             ",lr_psnr_rgb\n100,1.5,9.0,38.5,36.2\n",
         ),
     }
@@ -161,6 +162,7 @@ def test_finetune_log_joins_the_stages_of_a_model(tmp_path: Path) -> None:
         ("0.5", "0.5", "0.5", "16"),
     ]
     assert [r["lr_psnr_rgb"] for r in rows] == ["", "", "36.2"]
+    assert [r["batch_size"] for r in rows] == ["", "", "16"]  # set in b's configuration only
     # --after: a stage added to that log once its runs' folders are gone
     longer = tmp_path / "longer.csv"
     assert join.main(["--after", str(out), f"{tmp_path / 'a'}:100", "--out", str(longer)]) == 0
@@ -261,6 +263,8 @@ def assert_card_scores(cell: str, trial: dict[str, float], row: list[str]) -> No
         ("**Stage 3: 800 more steps on 144² patches", "step", "x4_p144b_step{}",
          "x4_p144_step800", False),
         ("**Stage 4: a longer constant rate", "step", "x4_p144c_step{}", "x4_p144b_step800",
+         False),
+        ("**Stage 5: the paper's batch of 16", "step", "x4_p144d_step{}", "x4_p144c_step1600",
          True),
     ],
 )  # fmt: skip
@@ -314,7 +318,12 @@ CARD_TABLES: dict[tuple[str, str], dict[str, tuple[str, str | None]]] = {
         "0": ("x4_p144b_step800", "x4_p144b_step800.safetensors"),
         "800": ("x4_p144c_step800", "x4_p144c_step800.safetensors"),
         "1,200": ("x4_p144c_step1200", "x4_p144c_step1200.safetensors"),
-        "1,600": ("x4_p144c_step1600", "shipped x4"),
+        "1,600": ("x4_p144c_step1600", "x4_p144c_step1600.safetensors"),
+    },
+    ("**Stage 5: the paper's batch of 16", "step"): {
+        "0": ("x4_p144c_step1600", "x4_p144c_step1600.safetensors"),
+        "150": ("x4_p144d_step150", None),
+        "300": ("x4_p144d_step300", "shipped x4"),
     },
     ("**The λ_fit = 24 model trained on", "step"): {
         f"{k},000": (f"x2_stage4_fit24_long_step{k}000", f"x2_fit24_long_step{k}000.safetensors")
