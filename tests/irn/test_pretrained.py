@@ -46,6 +46,22 @@ def test_weights_folder_is_package_data() -> None:
         assert {p.dtype for p in model.parameters()} == {torch.float32}, path.name
 
 
+def test_weights_readme_sizes_are_the_shipped_files() -> None:
+    folder = ROOT / "flowlearn" / "irn" / "weights"
+    rows = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in (folder / "README.md").read_text().splitlines()
+        if line.startswith("| `irn_x") and "bytes" in line
+    ]
+    assert {cells[0].strip("`") for cells in rows} == {p.name for p in folder.glob("irn_x*")}
+    for name, tensors, whole in rows:
+        path = folder / name.strip("`")
+        count = int(tensors.split(" weights")[0].replace(",", ""))
+        model = load(path)
+        assert count == sum(p.numel() for p in model.parameters()), name
+        assert int(whole.split(" bytes")[0].replace(",", "")) == path.stat().st_size, name
+
+
 # ------------------------------------------------------------------------------ export script
 
 
