@@ -47,6 +47,10 @@ A configuration has six sections. Every field, its default and its meaning:
   L2 as in `torch.optim.Adam`).
 * `milestones` (list of int, [100000, 200000, 300000, 400000]) and `gamma` (float, 0.5):
   `MultiStepLR`, the rate is multiplied by `gamma` at each milestone step.
+* `warmup` (int, 0): the first `warmup` steps rise linearly to `lr` (step $t$ at
+  `lr`·$t$/`warmup`; `flowlearn.irn.train.irn_scheduler`); 0 starts at `lr`, as the recipe does.
+  For fine-tunes from a trained model (`model.init`), whose fresh Adam otherwise takes full-size
+  steps at once.
 * `grad_clip` (float, 10.0): global L2 norm of the gradients is clipped to this.
 * `steps` (int, 500000): optimisation steps in total.
 
@@ -217,6 +221,7 @@ class OptimConfig:
     weight_decay: float = 1e-5
     milestones: list[int] = field(default_factory=lambda: [100_000, 200_000, 300_000, 400_000])
     gamma: float = 0.5
+    warmup: int = 0
     grad_clip: float = 10.0
     steps: int = 500_000
 
@@ -475,6 +480,8 @@ def _validate(cfg: Config, where: str) -> None:
     if r.validate_every < 0:
         fail("run.validate_every", "0 (off) or more", r.validate_every)
     _validate_gan(cfg, fail)
+    if o.warmup < 0:
+        fail("optim.warmup", "0 (no warm-up) or a number of steps", o.warmup)
     if list(o.milestones) != sorted(o.milestones):
         fail("optim.milestones", "increasing step numbers", o.milestones)
     if r.device not in DEVICES:

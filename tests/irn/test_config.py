@@ -98,7 +98,7 @@ def test_load_config_shipped_recipe_values(scale: int) -> None:
     assert (cfg.data.batch_size, cfg.data.patch_size, cfg.optim.steps) == (16, 144, 500_000)
     assert cfg.optim.milestones == [100_000, 200_000, 300_000, 400_000]
     assert (cfg.optim.lr, cfg.optim.betas, cfg.optim.weight_decay) == (2e-4, (0.9, 0.999), 1e-5)
-    assert (cfg.optim.gamma, cfg.optim.grad_clip) == (0.5, 10.0)
+    assert (cfg.optim.gamma, cfg.optim.grad_clip, cfg.optim.warmup) == (0.5, 10.0, 0)
     assert cfg.lambda_fit == scale**2
     assert cfg.data.train is None  # the user has to say where the images are
     assert load_config(f"irn_x{scale}") == cfg
@@ -149,6 +149,7 @@ def test_load_config_unknown_section_names_valid_sections(tmp_path: Path) -> Non
         ("run: {device: gpu}", r"run\.device .*one of cpu, cuda, auto"),
         ("optim: {milestones: [20, 10]}", r"optim\.milestones .*increasing"),
         ("optim: {steps: 0}", r"optim\.steps .*positive"),
+        ("optim: {warmup: -5}", r"optim\.warmup .*0 \(no warm-up\) or a number of steps"),
         ("data: {prescale: 0}", r"data\.prescale .*a factor in \(0, 1\]"),
         ("data: {recolour: 1.5}", r"data\.recolour .*a probability in \[0, 1\]"),
         ("data: {recolour: -0.1}", r"data\.recolour .*a probability in \[0, 1\]"),

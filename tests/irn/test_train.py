@@ -72,6 +72,23 @@ def test_train_resume_is_exact(images: Path, tmp_path: Path) -> None:
     assert resumed_log == [[r[c] for c in columns] for r in read_log(straight.log_csv)]
 
 
+def test_train_warmup_rises_linearly_and_resumes_exactly(images: Path, tmp_path: Path) -> None:
+    settings = {"optim.steps": 6, "optim.milestones": [4], "optim.warmup": 3}
+    straight = train(tiny(images, tmp_path / "a", **settings), progress=False)
+    rates = [float(r["lr"]) for r in read_log(straight.log_csv)]
+    assert rates == pytest.approx([1e-3 * f for f in (1 / 3, 2 / 3, 1, 1, 0.5, 0.5)], rel=1e-5)
+    cfg = tiny(images, tmp_path / "b", **settings)
+    first = train(cfg, progress=False, max_steps=2)  # stopped inside the warm-up
+    second = train(cfg, resume=True, progress=False)
+    assert first.losses + second.losses == straight.losses
+    a, b = straight.model.state_dict(), second.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [float(r["lr"]) for r in read_log(second.log_csv)] == rates
+    other = tiny(images, tmp_path / "b", **{**settings, "optim.warmup": 0, "optim.steps": 8})
+    with pytest.raises(TrainingError, match=r"optim\.warmup = 3, not 0.*same warm-up"):
+        train(other, resume=True, progress=False)
+
+
 def test_train_tiny_run_loss_falls_and_writes_run_folder(images: Path, tmp_path: Path) -> None:
     val = tmp_path / "val"
     for i in range(2):
