@@ -6,7 +6,8 @@ next stage) scored with the paper's protocol on their float16 files
 (`benchmarks/results/irn_export_trials.json`); on Set5 the thin line is the runs' own
 validation (one draw of z, `benchmarks/results/irn_x4_training_log.csv` and
 `irn_x4_finetune_log.csv`). The green line is the goal of the shipped ×4, the shaded steps ran
-on 144×144 patches. Nothing is measured here: the figure reads the stored results.
+on 144×144 patches (the others on 64×64), and the dotted lines are the starts of the fine-tune
+log's stages. Nothing is measured here: the figure reads the stored results.
 
 Run from the repository root (seconds, no network):
 
@@ -41,14 +42,6 @@ LINE: dict[int, str] = {
     8850: "x4_p144d_step150",
     9000: "x4_p144d_step300",
 }
-# total steps at which each stage starts -> its label
-STAGES = {
-    5000: "stage 1 (64²)",
-    5500: "stage 2",
-    6300: "stage 3",
-    7100: "stage 4",
-    8700: "stage 5",
-}
 
 
 def exported() -> dict[str, list[tuple[int, float]]]:
@@ -72,6 +65,15 @@ def validation() -> list[tuple[int, float]]:
     return [(s, float(v)) for s, v in base + tuned if v and s >= START]
 
 
+def stage_starts() -> dict[int, str]:
+    """Total steps at which each stage of the fine-tune log starts -> its label."""
+    starts: dict[int, str] = {}
+    for r in _rows("irn_x4_finetune_log.csv"):
+        start = int(r["total_step"]) - int(r["step"])
+        starts.setdefault(start, f"stage {r['stage']}")
+    return starts
+
+
 def patch_144() -> tuple[int, int]:
     """Total steps at which the fine-tune log's training on 144×144 patches starts and ends."""
     rows = [r for r in _rows("irn_x4_finetune_log.csv") if r["patch_size"] == "144"]
@@ -87,7 +89,7 @@ def main() -> None:
 
     from flowlearn.images.io import write_figure
 
-    points, curve = exported(), validation()
+    points, curve, stages = exported(), validation(), stage_starts()
     first, last = patch_144()
     end = max(max(LINE), last)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
@@ -102,7 +104,7 @@ def main() -> None:
         bottom, top = min(ys) - 0.1, max(ys) + 0.1
         ax.set_ylim(bottom, top)
         ax.set_xlim(START - 150, end + 150)
-        for steps, label in STAGES.items():
+        for steps, label in stages.items():
             if steps < end:
                 ax.axvline(steps, color="0.6", lw=0.6, ls=":")
                 ax.annotate(
@@ -127,7 +129,7 @@ def main() -> None:
         ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(
         "IRN ×4: the shipped line, stage by stage "
-        "(shaded: 144×144 patches; batch 8, 16 in stage 5)",
+        "(shaded: 144×144 patches, else 64×64; batch 8, 16 in stage 5)",
         fontsize=10,
     )
     fig.tight_layout()

@@ -49,7 +49,7 @@ def test_weights_folder_is_package_data() -> None:
 def test_weights_readme_sizes_are_the_shipped_files() -> None:
     folder = ROOT / "flowlearn" / "irn" / "weights"
     rows = [
-        [c.strip() for c in line.strip("|").split("|")]
+        table_cells(line)
         for line in (folder / "README.md").read_text().splitlines()
         if line.startswith("| `irn_x") and "bytes" in line
     ]
@@ -155,7 +155,7 @@ def test_finetune_log_joins_the_stages_of_a_model(tmp_path: Path) -> None:
         "a": ("data: {prescale: 0.5}\n", "\n100,1.0,5.0,\n200,2.0,4.0,38.9\n300,3.0,3.9,\n"),
         "b": (  # a newer run's log has one column more
             "data: {prescale: 0.5, recolour: 0.5, noise: 0.5, batch_size: 16}\n"
-            "loss: {lambda_fit: 16}\n",
+            "loss: {lambda_fit: 16}\noptim: {warmup: 100}\n",
             ",lr_psnr_rgb\n100,1.5,9.0,38.5,36.2\n",
         ),
     }
@@ -179,6 +179,7 @@ def test_finetune_log_joins_the_stages_of_a_model(tmp_path: Path) -> None:
     ]
     assert [r["lr_psnr_rgb"] for r in rows] == ["", "", "36.2"]
     assert [r["batch_size"] for r in rows] == ["", "", "16"]  # set in b's configuration only
+    assert [r["warmup"] for r in rows] == ["0", "0", "100"]  # a's: the default, no warm-up
     # --after: a stage added to that log once its runs' folders are gone
     longer = tmp_path / "longer.csv"
     assert join.main(["--after", str(out), f"{tmp_path / 'a'}:100", "--out", str(longer)]) == 0
@@ -199,7 +200,7 @@ def test_model_card_quality_rows_are_the_shipped_files_numbers(name: str) -> Non
     meta = model_info(name)["metadata"]
     card = (ROOT / "docs" / "model-card.md").read_text()
     row = next(line for line in card.splitlines() if f"IRN, shipped `{name}`" in line)
-    cells = [c.strip() for c in row.strip("|").split("|")]
+    cells = table_cells(row)
     for cell, key in zip(cells[2:4], ("set5", "set14"), strict=True):
         psnr, spread, ssim = (float(v) for v in cell.replace("±", "/").split("/"))
         assert psnr == pytest.approx(meta[f"{key}_psnr_y"], abs=0.006), (name, key)
@@ -258,7 +259,12 @@ def card_table(heading: str, first_cell: str) -> list[list[str]]:
     card = (ROOT / "docs" / "model-card.md").read_text()
     section = card[card.index(heading) :]
     lines = section[section.index(f"| {first_cell} |") :].split("\n\n")[0].splitlines()
-    return [[c.strip() for c in line.strip("|").split("|")] for line in lines[:1] + lines[2:]]
+    return [table_cells(line) for line in lines[:1] + lines[2:]]
+
+
+def table_cells(line: str) -> list[str]:
+    """The cells of one markdown table row, stripped: "| a | b |" -> ["a", "b"]."""
+    return [c.strip() for c in line.strip().strip("|").split("|")]
 
 
 def assert_card_scores(cell: str, trial: dict[str, float], row: list[str]) -> None:
@@ -419,4 +425,6 @@ def test_x4_curve_figure_ends_at_the_shipped_model() -> None:
     assert curve[0][0] == figure.START and curve[-1][0] >= shipped["steps"]
     first, last = figure.patch_144()
     assert figure.START < first < last <= curve[-1][0]
+    starts = figure.stage_starts()  # each stage starts from a model of the line
+    assert min(starts) == figure.START and set(starts) <= set(figure.LINE)
     assert (ROOT / "docs" / "assets" / "irn_x4_curve.png").is_file()
