@@ -12,7 +12,8 @@ after it are left out. A stage's rows keep their own `step` and get `total_step`
 everything before it (`--base-steps`: the model the first stage started from) plus their own,
 and the settings that distinguish the stages (`data.prescale`, `data.recolour`, `data.noise`,
 `data.noise_level`, `loss.lambda_fit`, `optim.lr`, `optim.milestones`, `data.patch_size`,
-`data.batch_size`, `optim.warmup`; a column added after a log was written is empty in its older rows).
+`data.batch_size`, `optim.warmup`; a column added after a log was written is empty in its older
+rows).
 `psnr_y_sampled` is the run's validation: Set5 Y-PSNR with one draw of z.
 
 `--after CSV` extends a log this script wrote before (the run folders of its stages need not

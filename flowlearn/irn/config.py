@@ -48,7 +48,7 @@ A configuration has six sections. Every field, its default and its meaning:
 * `milestones` (list of int, [100000, 200000, 300000, 400000]) and `gamma` (float, 0.5):
   `MultiStepLR`, the rate is multiplied by `gamma` at each milestone step.
 * `warmup` (int, 0): the first `warmup` steps rise linearly to `lr` (step $t$ at
-  `lr`·$t$/`warmup`; `flowlearn.irn.train.irn_scheduler`); 0 starts at `lr`, as the recipe does.
+  `lr`·$t$/`warmup`; `flowlearn.irn.schedule.irn_scheduler`); 0 starts at `lr`, as the recipe does.
   For fine-tunes from a trained model (`model.init`), whose fresh Adam otherwise takes full-size
   steps at once.
 * `grad_clip` (float, 10.0): global L2 norm of the gradients is clipped to this.

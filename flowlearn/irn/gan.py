@@ -33,7 +33,8 @@ One training step (`IRNPlusStage`, called by `flowlearn.irn.train.train`):
    the losses are computed without gradients, only for the log;
 2. $D$'s loss and gradients on the real batch and the detached reconstructions;
 3. the IRN's Adam step (after gradient clipping) and $D$'s own Adam step, each with its own
-   `MultiStepLR` schedule.
+   copy of the IRN's learning-rate schedule (`flowlearn.irn.schedule.irn_scheduler`: the
+   milestones and `optim.warmup`).
 
 The perceptual term needs ImageNet weights of VGG19: `load_vgg19_features` reads torchvision's
 checkpoint file (`vgg19-dcbb9e9d.pth`) from a path or from torchvision's cache and never
@@ -58,7 +59,6 @@ References:
 from __future__ import annotations
 
 import os
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +69,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowlearn.irn.losses import CHARBONNIER_EPS, _rescaling_terms, _sum_per_sample
+from flowlearn.irn.schedule import irn_scheduler, load_scheduler_state, scheduler_state
 
 if TYPE_CHECKING:
     from flowlearn.irn.config import Config
@@ -679,8 +680,11 @@ class IRNPlusStage:
         self.optimizer = torch.optim.Adam(
             self.discriminator.parameters(), lr=g.lr, betas=g.betas, weight_decay=g.weight_decay
         )
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, config.optim.milestones, gamma=config.optim.gamma
+        self.scheduler = irn_scheduler(  # the IRN's schedule, warm-up included
+            self.optimizer,
+            config.optim.milestones,
+            gamma=config.optim.gamma,
+            warmup=config.optim.warmup,
         )
 
     def trains_generator(self, step: int) -> bool:
@@ -752,17 +756,14 @@ class IRNPlusStage:
 
     def state_dict(self) -> dict[str, Any]:
         """Discriminator weights and statistics, optimiser and schedule (`torch.save`-able)."""
-        scheduler = self.scheduler.state_dict()
-        scheduler["milestones"] = dict(scheduler["milestones"])  # Counter → dict (weights_only)
         return {
             "discriminator": self.discriminator.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": scheduler,
+            "scheduler": scheduler_state(self.scheduler),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
         self.discriminator.load_state_dict(state["discriminator"])
         self.optimizer.load_state_dict(state["optimizer"])
-        scheduler = dict(state["scheduler"], milestones=Counter(state["scheduler"]["milestones"]))
-        self.scheduler.load_state_dict(scheduler)
+        load_scheduler_state(self.scheduler, state["scheduler"])

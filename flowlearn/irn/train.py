@@ -3,8 +3,8 @@ r"""Training the Invertible Rescaling Net from a `Config` (the recipe of the ori
 One step: a batch of aligned (HR, bicubic LR) patches → `irn_losses` (LR fit, latent term,
 reconstruction from the quantised LR and a fresh $z$) and its gradients (`irn_backward`: on a
 CPU the batch is cut into one shard per thread, run in parallel) → global gradient-norm clip →
-Adam step → learning-rate schedule step (`irn_scheduler`: `MultiStepLR`, after an optional
-linear warm-up).
+Adam step → learning-rate schedule step (`flowlearn.irn.schedule.irn_scheduler`: `MultiStepLR`,
+after an optional linear warm-up).
 
 A run folder (`run.output`) holds:
 
@@ -52,7 +52,6 @@ References:
 
 from __future__ import annotations
 
-import bisect
 import csv
 import math
 import os
@@ -62,8 +61,7 @@ import sys
 import threading
 import time
 import warnings
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -85,6 +83,11 @@ from flowlearn.irn.fast import accelerate, irn_backward
 from flowlearn.irn.gan import DISCRIMINATOR_TERMS, GENERATOR_TERMS, IRNPlusStage
 from flowlearn.irn.logging_tb import TensorBoardLog, tensorboard_missing, validation_crops
 from flowlearn.irn.model import IRN
+from flowlearn.irn.schedule import (
+    irn_scheduler,
+    load_scheduler_state,
+    scheduler_state,
+)
 from flowlearn.irn.speed import cpu_has_bf16
 
 __all__ = [
@@ -92,11 +95,9 @@ __all__ = [
     "TrainResult",
     "TrainingError",
     "TrainingInterrupted",
-    "WarmupMultiStep",
     "build_model",
     "clip_gradients",
     "irn_optimizer",
-    "irn_scheduler",
     "resolve_device",
     "train",
     "validate",
@@ -302,79 +303,6 @@ def irn_optimizer(
     return torch.optim.Adam(
         params, lr=lr, betas=betas, weight_decay=weight_decay, fused=True if fused else None
     )
-
-
-class WarmupMultiStep:
-    r"""The rate factor of `irn_scheduler` with a warm-up, at scheduler step $k$ (0-based):
-
-    $$f(k) = \min\left(1, \frac{k + 1}{w}\right)\,\gamma^{\,|\{m \in M : m \le k\}|},$$
-
-    so the $t$-th optimiser step ($t = k + 1$) runs at `lr`·$t/w$ for $t \le w$, and every
-    milestone $m \in M$ multiplies the rate by $\gamma$ from step $m + 1$ on, as `MultiStepLR`
-    does. A class, not a closure, so that its settings go into the scheduler's state dict.
-
-    Examples:
-        >>> f = WarmupMultiStep(milestones=[4], gamma=0.5, warmup=2)
-        >>> [f(k) for k in range(6)]
-        [0.5, 1.0, 1.0, 1.0, 0.5, 0.5]
-    """
-
-    def __init__(self, milestones: Sequence[int], gamma: float, warmup: int) -> None:
-        self.milestones, self.gamma, self.warmup = list(milestones), gamma, warmup
-
-    def __call__(self, k: int) -> float:
-        warm = min(1.0, (k + 1) / self.warmup)
-        return warm * self.gamma ** bisect.bisect_right(self.milestones, k)
-
-
-def irn_scheduler(
-    optimizer: torch.optim.Optimizer,
-    milestones: Sequence[int],
-    *,
-    gamma: float = 0.5,
-    warmup: int = 0,
-) -> torch.optim.lr_scheduler.LRScheduler:
-    r"""The IRN recipe's learning-rate schedule, stepped once per optimiser step.
-
-    `MultiStepLR` (the original code's `MultiStepLR_Restart` without restarts): the rate is
-    multiplied by `gamma` at each milestone. With `warmup` $w > 0$ the first $w$ steps rise
-    linearly to the rate, step $t$ at `lr`·$t/w$ (`WarmupMultiStep`), which keeps a fresh Adam
-    from taking full-size steps while its moment estimates are still young, as when a fine-tune
-    starts from a trained model. (The original code's `warmup_iter` also scales steps 2 to $w$
-    linearly, but runs step 1 at the full rate.) `warmup=0` returns the plain `MultiStepLR`.
-
-    Examples:
-        >>> from flowlearn import IRN
-        >>> opt = irn_optimizer(IRN(2, blocks=[1], growth=4).parameters(), lr=1e-4)
-        >>> sched = irn_scheduler(opt, [3], warmup=2)
-        >>> rates = []
-        >>> for _ in range(4):
-        ...     rates.append(opt.param_groups[0]["lr"])
-        ...     opt.step()
-        ...     sched.step()
-        >>> rates
-        [5e-05, 0.0001, 0.0001, 5e-05]
-    """
-    if warmup == 0:
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(milestones), gamma=gamma)
-    factor = WarmupMultiStep(milestones, gamma, warmup)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _scheduler_state(scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict[str, Any]:
-    r"""The scheduler's state dict in types `torch.load(weights_only=True)` reads back."""
-    state = scheduler.state_dict()
-    if "milestones" in state:  # MultiStepLR keeps a Counter
-        state["milestones"] = dict(state["milestones"])
-    return state
-
-
-def _load_scheduler_state(
-    scheduler: torch.optim.lr_scheduler.LRScheduler, state: dict[str, Any]
-) -> None:
-    if "milestones" in state:
-        state = dict(state, milestones=Counter(state["milestones"]))
-    scheduler.load_state_dict(state)
 
 
 def clip_gradients(params: Iterable[nn.Parameter], max_norm: float) -> float:
@@ -598,7 +526,7 @@ def _train(
         _check_resumable(state, cfg, len(dataset), ckpt_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        _load_scheduler_state(scheduler, state["scheduler"])
+        load_scheduler_state(scheduler, state["scheduler"])
         z_generator.set_state(state["z_generator"])
         _set_rng_state(state["rng"])
         step, seconds = int(state["step"]), float(state["seconds"])
@@ -644,7 +572,7 @@ def _train(
             "model": model.state_dict(),
             "model_config": dict(model.config),
             "optimizer": optimizer.state_dict(),
-            "scheduler": _scheduler_state(scheduler),
+            "scheduler": scheduler_state(scheduler),
             "sampler": {"seed": cfg.data.seed, "num_images": len(dataset)},
             "world_size": world,
             "batch_size": {"global": cfg.data.batch_size, "per_process": part.stop - part.start},

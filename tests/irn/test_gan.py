@@ -279,10 +279,15 @@ def read_log(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_train_irn_plus_resume_is_exact(images: Path, tmp_path: Path) -> None:
-    straight = train(tiny_plus(images, tmp_path / "straight"), progress=False)
-    cfg = tiny_plus(images, tmp_path / "resumed")
+@pytest.mark.parametrize("warmup", [0, 5])
+def test_train_irn_plus_resume_is_exact(images: Path, tmp_path: Path, warmup: int) -> None:
+    straight = train(
+        tiny_plus(images, tmp_path / "straight", **{"optim.warmup": warmup}), progress=False
+    )
+    cfg = tiny_plus(images, tmp_path / "resumed", **{"optim.warmup": warmup})
     first = train(cfg, progress=False, max_steps=3)
+    d_lr = torch.load(first.checkpoint, weights_only=True)["gan"]["optimizer"]["param_groups"]
+    assert d_lr[0]["lr"] == pytest.approx(1e-4 * (4 / warmup if warmup else 1))  # step 4's
     second = train(cfg, resume=True, progress=False)
     assert first.losses + second.losses == straight.losses
     a, b = straight.model.state_dict(), second.model.state_dict()
