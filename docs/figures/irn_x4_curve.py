@@ -41,6 +41,8 @@ LINE: dict[int, str] = {
     8700: "x4_p144c_step1600",
     8850: "x4_p144d_step150",
     9000: "x4_p144d_step300",
+    9150: "x4_p144d_step450",
+    9300: "x4_p144d_step600",
 }
 
 

@@ -345,7 +345,9 @@ CARD_TABLES: dict[tuple[str, str], dict[str, tuple[str, str | None]]] = {
     ("**Stage 5: the paper's batch of 16", "step"): {
         "0": ("x4_p144c_step1600", "x4_p144c_step1600.safetensors"),
         "150": ("x4_p144d_step150", None),
-        "300": ("x4_p144d_step300", "shipped x4"),
+        "300": ("x4_p144d_step300", "x4_p144d_step300.safetensors"),
+        "450": ("x4_p144d_step450", "x4_p144d_step450.safetensors"),
+        "600": ("x4_p144d_step600", "shipped x4"),
     },
     ("**The λ_fit = 24 model trained on", "step"): {
         f"{k},000": (f"x2_stage4_fit24_long_step{k}000", f"x2_fit24_long_step{k}000.safetensors")
