@@ -36,7 +36,12 @@ The `noise` part (per model) measures how the LR's colour holds up on noisy imag
 RGB PSNR on Set5 and Set14 as they are and with Gaussian noise of standard deviation
 `NOISE_LEVELS` (8-bit levels) added independently to every pixel and channel (seeded, clamped and
 rounded to 8 bits), each against the bicubic LR of the image it was given. Noise that differs
-between R, G and B is colour detail at the finest scale, which JPEG training photos lack.
+between R, G and B is colour detail at the finest scale, which JPEG training photos lack. A mean
+PSNR hides a blotch (a few dozen pixels of one image far off in colour), so the part also counts
+the LR pixels whose colour error exceeds `FAR_OFF` levels (`far`, summed over the images, and
+`far_worst`, the image with the most, at each noise level). Sharp edges of high contrast (the
+text of ppt3.png) have such pixels in every model; a blotch shows as a count that jumps on one
+image.
 
 `--merge` keeps the stored results of models and parts that a run does not measure (a run with
 `--no-cause` keeps a model's stored `cause`; `--no-scores` its per-set scores). `--no-shipped`
@@ -70,6 +75,8 @@ from flowlearn.irn.evaluate import bicubic_downscale, evaluate_pair
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
 DEMO = ROOT / "flowlearn" / "irn" / "weights" / "astronaut_256.png"
+FAR_OFF = 30.0
+"""Colour error (Euclidean RGB length, 8-bit levels) beyond which an LR pixel counts as far off."""
 
 
 def ycbcr(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -84,16 +91,17 @@ def lr_colour(
 ) -> dict[str, Any]:
     """The LR's colour error against the bicubic LR, and the SR's PSNR, for one HR image.
 
-    With `sr=False` only the LR's RGB PSNR (`lr_psnr_rgb`), without upscaling.
+    With `sr=False` only the LR's RGB PSNR (`lr_psnr_rgb`) and its number of pixels more than
+    `FAR_OFF` levels off in colour (`lr_far`), without upscaling.
     """
     with torch.no_grad():
         lr = quantize_8bit(model.downscale(hr[None]))  # (1, 3, H/s, W/s)
     ref = quantize_8bit(bicubic_downscale(hr, scale))[None]
+    error = (lr - ref).norm(dim=1).flatten() * 255
     if not sr:
-        return {"lr_psnr_rgb": float(psnr(lr, ref))}
+        return {"lr_psnr_rgb": float(psnr(lr, ref)), "lr_far": int((error > FAR_OFF).sum())}
     with torch.no_grad():
         sr_image = model.upscale(lr, generator=torch.Generator().manual_seed(seed)).clamp(0, 1)
-    error = (lr - ref).norm(dim=1).flatten() * 255
     (y1, cb1, cr1), (y2, cb2, cr2) = ycbcr(lr), ycbcr(ref)
     chroma = ((cb1 - cb2).square() + (cr1 - cr2).square()) / 2
     sr_scores = evaluate_pair(hr, sr_image[0], scale)
@@ -186,13 +194,18 @@ def noise_scores(model: IRN, scale: int) -> dict[str, Any]:
     """
     result: dict[str, Any] = {}
     for name in ("set5", "set14"):
-        rows: dict[str, list[float]] = {"as_is": [], **{f"{v:g}": [] for v in NOISE_LEVELS}}
-        for seed, (_, hr) in enumerate(hr_images(name, scale)):
-            rows["as_is"].append(lr_colour(model, hr, scale, sr=False)["lr_psnr_rgb"])
-            for level in NOISE_LEVELS:
-                image = noisy(hr, level, seed)
-                rows[f"{level:g}"].append(lr_colour(model, image, scale, sr=False)["lr_psnr_rgb"])
+        columns = ("as_is", *(f"{v:g}" for v in NOISE_LEVELS))
+        rows: dict[str, list[float]] = {k: [] for k in columns}
+        far: dict[str, list[tuple[int, str]]] = {k: [] for k in columns}
+        for seed, (image_name, hr) in enumerate(hr_images(name, scale)):
+            images = [hr, *(noisy(hr, level, seed) for level in NOISE_LEVELS)]
+            for column, image in zip(columns, images, strict=True):
+                scores = lr_colour(model, image, scale, sr=False)
+                rows[column].append(scores["lr_psnr_rgb"])
+                far[column].append((scores["lr_far"], image_name))
         result[name] = {k: float(np.mean(v)) for k, v in rows.items()}
+        result[name]["far"] = {k: sum(n for n, _ in v) for k, v in far.items()}
+        result[name]["far_worst"] = {k: list(max(v))[::-1] for k, v in far.items()}
         print(f"x{scale} {name} with colour noise: " + json.dumps(result[name]), flush=True)
     return result
 
@@ -295,6 +308,24 @@ def tables(data: dict[str, Any]) -> str:
                 noise.append(f"| ×{key[1:]} | {model} | {names[name]} | {cells} |")
     if len(noise) > 3:
         lines += noise
+    last = columns[-1]
+    far = [
+        "",
+        f"| scale | model | images | LR pixels > {FAR_OFF:g} levels off: as they are | {levels} "
+        f"| most at σ = {NOISE_LEVELS[-1]:g} |",
+        "|---|---|---|---|" + "---|" * (len(NOISE_LEVELS) + 1),
+    ]
+    for key in (k for k in data if k.startswith("x")):
+        for model, sets in data[key].items():
+            for name, c in sets.get("noise", {}).items():
+                if "far" not in c:  # measured before the count existed
+                    continue
+                cells = " | ".join(str(c["far"][k]) for k in columns)
+                image, count = c["far_worst"][last]
+                worst = f"{image} ({count})"
+                far.append(f"| ×{key[1:]} | {model} | {names[name]} | {cells} | {worst} |")
+    if len(far) > 3:
+        lines += far
     if "data" in data:
         d = data["data"]
         lines += [

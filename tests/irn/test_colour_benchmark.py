@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from flowlearn.irn.evaluate import bicubic_downscale
 from tests.conftest import ROOT, benchmark_script
 
 
@@ -109,6 +110,26 @@ def test_noise_part_adds_seeded_colour_noise_and_tabulates_it() -> None:
     table = bench.tables(data)
     assert "| scale | model | images | LR RGB PSNR (dB) as they are | noise σ = 2 |" in table
     assert "| ×2 | m | Set5 | 40.00 | 39.00 | 35.00 | 30.00 |" in table
+    assert "LR pixels > 30 levels off" not in table  # a result from before the count
+    counts = {"far": {"as_is": 0, "2": 1, "5": 3, "10": 52}, "far_worst": {"10": ["baby.png", 50]}}
+    data["x2"]["m"]["noise"]["set5"].update(counts)
+    table = bench.tables(data)
+    assert "| ×2 | m | Set5 | 0 | 1 | 3 | 52 | baby.png (50) |" in table
+
+
+def test_lr_colour_counts_the_pixels_far_off_in_colour() -> None:
+    bench = benchmark_script("irn_colour")
+    hr = 0.25 + 0.5 * torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+    class Shifted(torch.nn.Module):  # the bicubic LR with a blotch of 3 pixels
+        def downscale(self, x: torch.Tensor) -> torch.Tensor:
+            lr = bicubic_downscale(x[0], 4)[None].clone()
+            lr[0, 1, 2, 3:6] += 40 / 255  # green: 40 levels off
+            lr[0, 0, 5, 5] += 20 / 255  # 20 levels: not far off
+            return lr
+
+    scores = bench.lr_colour(Shifted(), hr, 4, sr=False)
+    assert scores["lr_far"] == 3 and scores["lr_psnr_rgb"] < 40
 
 
 def test_no_shipped_measures_only_the_given_files(
