@@ -301,14 +301,6 @@ def tables(data: dict[str, Any]) -> str:
         f"| scale | model | images | LR RGB PSNR (dB) as they are | {levels} |",
         "|---|---|---|---|" + "---|" * len(NOISE_LEVELS),
     ]
-    for key in (k for k in data if k.startswith("x")):
-        for model, sets in data[key].items():
-            for name, c in sets.get("noise", {}).items():
-                cells = " | ".join(f"{c[k]:.2f}" for k in columns)
-                noise.append(f"| ×{key[1:]} | {model} | {names[name]} | {cells} |")
-    if len(noise) > 3:
-        lines += noise
-    last = columns[-1]
     far = [
         "",
         f"| scale | model | images | LR pixels > {FAR_OFF:g} levels off: as they are | {levels} "
@@ -318,12 +310,16 @@ def tables(data: dict[str, Any]) -> str:
     for key in (k for k in data if k.startswith("x")):
         for model, sets in data[key].items():
             for name, c in sets.get("noise", {}).items():
-                if "far" not in c:  # measured before the count existed
-                    continue
-                cells = " | ".join(str(c["far"][k]) for k in columns)
-                image, count = c["far_worst"][last]
-                worst = f"{image} ({count})"
-                far.append(f"| ×{key[1:]} | {model} | {names[name]} | {cells} | {worst} |")
+                cells = " | ".join(f"{c[k]:.2f}" for k in columns)
+                noise.append(f"| ×{key[1:]} | {model} | {names[name]} | {cells} |")
+                if "far" in c:  # not in results measured before the count existed
+                    counts = " | ".join(str(c["far"][k]) for k in columns)
+                    image, count = c["far_worst"][columns[-1]]
+                    far.append(
+                        f"| ×{key[1:]} | {model} | {names[name]} | {counts} | {image} ({count}) |"
+                    )
+    if len(noise) > 3:
+        lines += noise
     if len(far) > 3:
         lines += far
     if "data" in data:
