@@ -43,6 +43,10 @@ LINE: dict[int, str] = {
     9000: "x4_p144d_step300",
     9150: "x4_p144d_step450",
     9300: "x4_p144d_step600",
+    9450: "x4_p144e_step150",
+    9600: "x4_p144e_step300",
+    9750: "x4_p144e_step450",
+    9900: "x4_p144e_step600",
 }
 
 
@@ -131,7 +135,7 @@ def main() -> None:
         ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(
         "IRN ×4: the shipped line, stage by stage "
-        "(shaded: 144×144 patches, else 64×64; batch 8, 16 in stage 5)",
+        "(shaded: 144×144 patches, else 64×64; batch 8, 16 from stage 5)",
         fontsize=10,
     )
     fig.tight_layout()
