@@ -230,6 +230,36 @@ def test_model_card_fine_tune_table_is_the_stored_log(log: Path) -> None:
         assert line.rstrip(" |").endswith(end), line
 
 
+def test_model_card_training_table_counts_the_logged_steps() -> None:
+    """The card's training table states each model's fine-tune stages and, for the x4, how many
+    of its last steps ran on 144² patches and in batches of 16, as the fine-tune logs hold them."""
+    card = (ROOT / "docs" / "model-card.md").read_text()
+    section = card[card.index("## Training") :].split("\n\n")[1]  # the table under the heading
+    table = {cells[0]: cells[1:] for cells in map(table_cells, section.splitlines()[2:])}
+    for column, name in enumerate(("x2", "x4")):
+        with (ROOT / f"benchmarks/results/irn_{name}_finetune_log.csv").open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        last = {r["stage"]: r for r in rows}.values()  # the last row of each stage
+        cell = table["steps"][column]  # "5,000, then fine-tunes of 500, 800 and 600 ([below]..."
+        base, tunes = cell.split(" ([")[0].split(", then fine-tunes of ")
+        lengths = [int(n.replace(",", "")) for n in tunes.replace(" and ", ", ").split(", ")]
+        assert int(base.replace(",", "")) + sum(lengths) == model_info(name)["metadata"]["steps"]
+        assert sum(lengths) == sum(int(r["step"]) for r in last), cell
+        if len(lengths) > 1:
+            assert lengths == [int(r["step"]) for r in last], cell
+    patch = table["patch / batch"][1]  # "same; 144 px for the last N steps, batch 16 for …"
+    wide = sum(int(r["step"]) for r in last if r["patch_size"] == "144")
+    big = sum(int(r["step"]) for r in last if r["batch_size"] == "16")
+    assert f"144 px for the last {wide:,} steps, batch 16 for the last {big:,}" in patch
+    status = card[: card.index("## What the models are")]  # the status box says it too
+    steps = model_info("x4")["metadata"]["steps"]
+    assert f"{steps:,} steps (×4: 5,000, then" in status
+    assert f"last {wide:,}, 144×144, the last {big:,} of them in batches of 16" in status
+    readme = (ROOT / "flowlearn/irn/weights/README.md").read_text()
+    for name in ("x2", "x4"):
+        assert f"{model_info(name)['metadata']['steps']:,} steps in all" in readme, name
+
+
 def test_shipped_metadata_names_no_path_of_the_development_machine() -> None:
     for name in available_models():
         text = json.dumps(model_info(name)["metadata"])
