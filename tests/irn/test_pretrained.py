@@ -236,10 +236,11 @@ def test_model_card_training_table_counts_the_logged_steps() -> None:
     card = (ROOT / "docs" / "model-card.md").read_text()
     section = card[card.index("## Training") :].split("\n\n")[1]  # the table under the heading
     table = {cells[0]: cells[1:] for cells in map(table_cells, section.splitlines()[2:])}
+    ends = {}  # name -> the last log row of each of its stages
     for column, name in enumerate(("x2", "x4")):
         with (ROOT / f"benchmarks/results/irn_{name}_finetune_log.csv").open(newline="") as f:
-            rows = list(csv.DictReader(f))
-        last = {r["stage"]: r for r in rows}.values()  # the last row of each stage
+            last = list({r["stage"]: r for r in csv.DictReader(f)}.values())
+        ends[name] = last
         cell = table["steps"][column]  # "5,000, then fine-tunes of 500, 800 and 600 ([below]..."
         base, tunes = cell.split(" ([")[0].split(", then fine-tunes of ")
         lengths = [int(n.replace(",", "")) for n in tunes.replace(" and ", ", ").split(", ")]
@@ -248,8 +249,8 @@ def test_model_card_training_table_counts_the_logged_steps() -> None:
         if len(lengths) > 1:
             assert lengths == [int(r["step"]) for r in last], cell
     patch = table["patch / batch"][1]  # "same; 144 px for the last N steps, batch 16 for …"
-    wide = sum(int(r["step"]) for r in last if r["patch_size"] == "144")
-    big = sum(int(r["step"]) for r in last if r["batch_size"] == "16")
+    wide = sum(int(r["step"]) for r in ends["x4"] if r["patch_size"] == "144")
+    big = sum(int(r["step"]) for r in ends["x4"] if r["batch_size"] == "16")
     assert f"144 px for the last {wide:,} steps, batch 16 for the last {big:,}" in patch
     status = card[: card.index("## What the models are")]  # the status box says it too
     steps = model_info("x4")["metadata"]["steps"]
