@@ -47,6 +47,9 @@ LINE: dict[int, str] = {
     9600: "x4_p144e_step300",
     9750: "x4_p144e_step450",
     9900: "x4_p144e_step600",
+    10050: "x4_p144f_step150",
+    10350: "x4_p144f_step450",
+    10500: "x4_p144f_step600",
 }
 
 
