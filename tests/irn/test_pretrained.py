@@ -284,6 +284,30 @@ def test_export_trials_collects_the_numbers_an_export_stored(tmp_path: Path) -> 
         collect.main([f"b={tmp_path / 'b.safetensors'}", "--out", str(out)])
 
 
+def test_export_trials_reports_a_set14_gain_within_the_draw_spread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    collect = benchmark_script("irn_export_trials")
+    shipped = model_info("x2")["metadata"]
+    spread = (2 * shipped["set14_psnr_y_std"] ** 2) ** 0.5
+    verdicts = {
+        "below": (-0.01, "does not beat it on Set14"),
+        "within": (spread / 2, "by no more than the spread over z draws"),
+        "above": (spread + 0.01, "beats it on Set14"),
+    }
+    for name, (gain, _) in verdicts.items():
+        numbers = {k: shipped[k] for k in ("set5_psnr_y", "set14_psnr_y_std")}
+        numbers["set14_psnr_y"] = shipped["set14_psnr_y"] + gain
+        save(tiny_irn(2), tmp_path / f"{name}.safetensors", metadata=numbers, dtype=torch.float16)
+    files = [f"{name}={tmp_path / name}.safetensors" for name in verdicts]
+    assert collect.main([*files, "--out", str(tmp_path / "trials.json")]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "against the shipped" in line]
+    assert len(lines) == 3
+    for line, (name, (gain, verdict)) in zip(lines, verdicts.items()):
+        assert f"Set14 {gain:+.3f} dB" in line and line.endswith(verdict) == (name != "within")
+        assert verdict in line, name
+
+
 def card_table(heading: str, first_cell: str) -> list[list[str]]:
     """The cells of the model card's first table after `heading` that starts with
     `first_cell`: its header row, then its body rows (the separator row left out)."""
