@@ -42,11 +42,11 @@ KEYS = (
 """The metadata entries kept for each file (those it has)."""
 
 
-def trial(file: Path) -> dict[str, Any]:
-    """The numbers `export_pretrained.py` stored in `file`'s metadata."""
-    metadata = model_info(file)["metadata"]
+def trial(info: dict[str, Any]) -> dict[str, Any]:
+    """The numbers `export_pretrained.py` stored in a file's metadata (`info`: its `model_info`)."""
+    metadata = info["metadata"]
     if "set5_psnr_y" not in metadata:
-        raise SystemExit(f"irn_export_trials: {file} holds no paper-protocol numbers")
+        raise SystemExit(f"irn_export_trials: {info['path']} holds no paper-protocol numbers")
     return {key: metadata[key] for key in KEYS if key in metadata}
 
 
@@ -89,18 +89,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--merge", action="store_true", help="keep the stored entries")
     args = parser.parse_args(argv)
     stored = json.loads(args.out.read_text()) if args.merge and args.out.is_file() else {}
+    shipped = {name: model_info(name)["metadata"] for name in available_models()}
     for item in args.files:
         name, _, file = item.partition("=")
         if not name or not file:
             parser.error(f"expected NAME=FILE, got {item!r}")
-        stored[name] = trial(Path(file))
+        info = model_info(Path(file))
+        stored[name] = trial(info)
         print(
             f"{name}: Set5 {stored[name]['set5_psnr_y']}, Set14 {stored[name].get('set14_psnr_y')}"
         )
-        scale = f"x{model_info(Path(file))['config']['scale']}"
-        shipped = model_info(scale)["metadata"] if scale in available_models() else {}
-        if "set14_psnr_y" in stored[name] and "set14_psnr_y" in shipped:
-            print(f"  {against_shipped(stored[name], shipped)}")
+        now = shipped.get(f"x{info['config']['scale']}", {})
+        if "set14_psnr_y" in stored[name] and "set14_psnr_y" in now:
+            print(f"  {against_shipped(stored[name], now)}")
     write_json(args.out, dict(sorted(stored.items())), indent=1)
     print(f"wrote {args.out}: {len(stored)} exports")
     return 0
