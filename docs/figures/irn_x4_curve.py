@@ -50,6 +50,8 @@ LINE: dict[int, str] = {
     10050: "x4_p144f_step150",
     10350: "x4_p144f_step450",
     10500: "x4_p144f_step600",
+    10950: "x4_p144g_step450",
+    11100: "x4_p144g_step600",
 }
 
 

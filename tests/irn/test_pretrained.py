@@ -344,7 +344,9 @@ def assert_card_scores(cell: str, trial: dict[str, float], row: list[str]) -> No
         ("**Stage 5: the paper's batch of 16", "step", "x4_p144d_step{}", "x4_p144c_step1600",
          False),
         ("**Stage 6: a warm-up", "step", "x4_p144e_step{}", "x4_p144d_step600", False),
-        ("**Stage 7: stage 6 again", "step", "x4_p144f_step{}", "x4_p144e_step600", True),
+        ("**Stage 7: stage 6 again", "step", "x4_p144f_step{}", "x4_p144e_step600", False),
+        ("**Stage 8: half the learning rate", "step", "x4_p144g_step{}", "x4_p144f_step600",
+         True),
     ],
 )  # fmt: skip
 def test_model_card_checkpoint_tables_are_the_stored_exports(
@@ -417,7 +419,12 @@ CARD_TABLES: dict[tuple[str, str], dict[str, tuple[str, str | None]]] = {
         "0": ("x4_p144e_step600", "x4_p144e_step600.safetensors"),
         "150": ("x4_p144f_step150", None),
         "450": ("x4_p144f_step450", "x4_p144f_step450.safetensors"),
-        "600": ("x4_p144f_step600", "shipped x4"),
+        "600": ("x4_p144f_step600", "x4_p144f_step600.safetensors"),
+    },
+    ("**Stage 8: half the learning rate", "step"): {
+        "0": ("x4_p144f_step600", "x4_p144f_step600.safetensors"),
+        "450": ("x4_p144g_step450", None),
+        "600": ("x4_p144g_step600", "shipped x4"),
     },
     ("**The λ_fit = 24 model trained on", "step"): {
         f"{k},000": (f"x2_stage4_fit24_long_step{k}000", f"x2_fit24_long_step{k}000.safetensors")
