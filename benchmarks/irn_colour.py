@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/irn_colour.py [--scales 2 4] [--model x2=FILE ...] [--figure PREFIX]
-        [--out benchmarks/results/irn_colour_cpu.json]
+        [--noisy-figure PREFIX] [--out benchmarks/results/irn_colour_cpu.json]
     python benchmarks/irn_colour.py --tables
 
 For each scale and model (the shipped one, `flowlearn.irn.load("x<s>")`, or `--model
@@ -50,7 +50,9 @@ measures only the `--model` files. Each model's entry names the machine of its l
 
 `--figure PREFIX` writes, for each scale, `PREFIX_x<s>.png`: crops of the demo photo's LR images
 (bicubic, then each model) where one model's colour error is largest, enlarged 4× with nearest
-neighbours.
+neighbours. `--noisy-figure PREFIX` writes `PREFIX_x<s>.png`: the same for a Set5 image with the
+`noise` part's colour noise of σ = 5 (top row) and 10 (bottom row), by default the image with
+the most LR pixels far off in colour at σ = 10 (`--noisy-image NAME` picks another).
 """
 
 from __future__ import annotations
@@ -239,29 +241,86 @@ def data_scores() -> dict[str, Any]:
 
 def crops_figure(models: dict[str, IRN], scale: int, path: Path, size: int = 32) -> None:
     """Bicubic LR and each model's LR on the demo photo, where one of them errs most."""
-    from PIL import Image
-
     hr = hr_images("demo", scale)[0][1]
-    ref = quantize_8bit(bicubic_downscale(hr, scale))
+    ref, lrs = lr_panels(models, hr, scale)
     if not 0 < size <= min(ref.shape[-2:]):
         raise SystemExit(
             f"irn_colour: crops of {size}² LR pixels do not fit the demo photo's "
             f"{ref.shape[-1]}×{ref.shape[-2]} LR at ×{scale}; give --crop-size 1 to "
             f"{min(ref.shape[-2:])}"
         )
+    i, j = worst_window(torch.stack([(lr - ref).norm(dim=0) for lr in lrs.values()]), size)
+    save_crops([[ref, *lrs.values()]], i, j, size, path)
+    print(f"wrote {path}: bicubic | {' | '.join(lrs)} at LR ({i}, {j}), {size}² LR pixels")
+
+
+def noisy_crops_figure(
+    models: dict[str, IRN],
+    scale: int,
+    path: Path,
+    image: str | None = None,
+    size: int = 24,
+    levels: tuple[float, ...] = NOISE_LEVELS[1:],
+) -> None:
+    """Bicubic LR and each model's LR of a Set5 image with colour noise, one row per level.
+
+    The noise is that of the `noise` part (the same seed per image), so the crops show the
+    pixels that its `far` counts. `image` defaults to the Set5 image with the most LR pixels
+    more than `FAR_OFF` levels off at the highest level, in any of the models; the crop is
+    where the models' colour error is largest over all rows.
+    """
+    images = hr_images("set5", scale)
+    names = [n for n, _ in images]
+    if image is not None and image not in names:
+        raise SystemExit(f"irn_colour: no image {image!r} in Set5; expected one of {names}")
+    rows: dict[str, list[list[Tensor]]] = {}  # image -> per level: [bicubic, model, ...]
+    for seed, (name, hr) in enumerate(images):  # the seeds of noise_scores
+        if image is None or name == image:
+            rows[name] = []
+            for level in levels:
+                ref, lrs = lr_panels(models, noisy(hr, level, seed), scale)
+                rows[name].append([ref, *lrs.values()])
+
+    def far_off(row: list[Tensor]) -> int:  # the most pixels far off in colour of any model
+        return max(int(((lr - row[0]).norm(dim=0) * 255 > FAR_OFF).sum()) for lr in row[1:])
+
+    chosen = max(rows, key=lambda name: far_off(rows[name][-1]))
+    errors = torch.stack([(lr - row[0]).norm(dim=0) for row in rows[chosen] for lr in row[1:]])
+    i, j = worst_window(errors, min(size, *errors.shape[-2:]))
+    save_crops(rows[chosen], i, j, size, path)
+    print(
+        f"wrote {path}: {chosen} with noise σ = {', '.join(f'{v:g}' for v in levels)} (rows); "
+        f"bicubic | {' | '.join(models)} at LR ({i}, {j}), {size}² LR pixels"
+    )
+
+
+def lr_panels(models: dict[str, IRN], hr: Tensor, scale: int) -> tuple[Tensor, dict[str, Tensor]]:
+    """The 8-bit bicubic LR of `hr` `(3, H, W)` and each model's 8-bit LR of it."""
+    ref = quantize_8bit(bicubic_downscale(hr, scale))
     with torch.no_grad():
         lrs = {n: quantize_8bit(m.downscale(hr[None]))[0] for n, m in models.items()}
-    errors = torch.stack([(lr - ref).norm(dim=0) for lr in lrs.values()]).amax(0)
-    error = torch.nn.functional.avg_pool2d(errors[None, None], size, stride=4)
+    return ref, lrs
+
+
+def worst_window(errors: Tensor, size: int) -> tuple[int, int]:
+    """Top-left corner, on a grid of 4 pixels, of the `size`² window where the largest of the
+    `(N, H, W)` `errors` is largest on average."""
+    error = torch.nn.functional.avg_pool2d(errors.amax(0)[None, None], size, stride=4)
     i, j = divmod(int(error.flatten().argmax()), error.shape[-1])
-    i, j = 4 * i, 4 * j
-    panels = [ref, *lrs.values()]
-    row = torch.cat([p[:, i : i + size, j : j + size] for p in panels], dim=2)
-    big = row.repeat_interleave(4, dim=1).repeat_interleave(4, dim=2)
+    return 4 * i, 4 * j
+
+
+def save_crops(rows: list[list[Tensor]], i: int, j: int, size: int, path: Path) -> None:
+    """The `size`² crops at `(i, j)` of each row's images side by side, rows stacked, 4× (PNG)."""
+    from PIL import Image
+
+    grid = torch.cat(
+        [torch.cat([p[:, i : i + size, j : j + size] for p in row], dim=2) for row in rows], dim=1
+    )
+    big = grid.repeat_interleave(4, dim=1).repeat_interleave(4, dim=2)
     pixels = (big * 255).round().byte().permute(1, 2, 0).numpy()
     with atomic_write(path) as tmp:
         Image.fromarray(pixels).save(tmp, format="PNG")
-    print(f"wrote {path}: bicubic | {' | '.join(lrs)} at LR ({i}, {j}), {size}² LR pixels")
 
 
 def tables(data: dict[str, Any]) -> str:
@@ -348,6 +407,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--crop-size", type=int, default=32, help="LR pixels per side of each crop (--figure)"
     )
+    parser.add_argument(
+        "--noisy-figure",
+        type=Path,
+        metavar="PREFIX",
+        help="PREFIX_x<s>.png: LR crops of a Set5 image with colour noise of σ = 5 and 10",
+    )
+    parser.add_argument(
+        "--noisy-image",
+        metavar="NAME",
+        help="the Set5 image of --noisy-figure (default: the "
+        "one with the most LR pixels far off in colour at σ = 10)",
+    )
     parser.add_argument("--no-data", action="store_true", help="skip the training-data part")
     parser.add_argument(
         "--no-cause", action="store_true", help="skip the half-resolution colour / luma part"
@@ -409,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.figure:
             path = args.figure.with_name(f"{args.figure.name}_x{s}.png")
             crops_figure(models, s, path, size=args.crop_size)
+        if args.noisy_figure:
+            path = args.noisy_figure.with_name(f"{args.noisy_figure.name}_x{s}.png")
+            noisy_crops_figure(models, s, path, image=args.noisy_image)
     if args.merge and args.out.is_file():
         out = merged(json.loads(args.out.read_text()), out)
     write_json(args.out, out, indent=1)

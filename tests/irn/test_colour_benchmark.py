@@ -78,6 +78,30 @@ def test_crops_figure_shows_a_bicubic_crop_then_each_model(tmp_path: Path) -> No
         bench.crops_figure(models, 4, path, size=65)
 
 
+def test_noisy_crops_figure_shows_a_row_per_noise_level(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from flowlearn import IRN
+    from flowlearn.images.metrics import quantize_8bit
+
+    bench = benchmark_script("irn_colour")
+    torch.manual_seed(0)
+    models = {"a": IRN(4, blocks=[1, 1], growth=4).eval(), "b": IRN(4, blocks=[1, 1], growth=4)}
+    path = tmp_path / "noisy_x4.png"
+    bench.noisy_crops_figure(models, 4, path, image="bird.png", size=8)
+    pixels = torch.from_numpy(np.array(Image.open(path))).permute(2, 0, 1).float() / 255
+    assert pixels.shape == (3, 2 * 4 * 8, 3 * 4 * 8)  # sigma 5 and 10; bicubic, a, b
+    names = [name for name, _ in bench.hr_images("set5", 4)]
+    seed, hr = names.index("bird.png"), dict(bench.hr_images("set5", 4))["bird.png"]
+    for row, level in enumerate((5.0, 10.0)):  # each row: the bicubic LR of the noisy image
+        ref = quantize_8bit(bicubic_downscale(bench.noisy(hr, level, seed), 4))
+        panel = pixels[:, 32 * row : 32 * (row + 1) : 4, :32:4]
+        windows = ref.unfold(1, 8, 1).unfold(2, 8, 1)  # (3, H - 7, W - 7, 8, 8)
+        assert (windows == panel[:, None, None]).all(0).all(-1).all(-1).any(), level
+    with pytest.raises(SystemExit, match=r"no image 'cat\.png' in Set5"):
+        bench.noisy_crops_figure(models, 4, path, image="cat.png")
+
+
 def test_merge_keeps_what_a_run_does_not_measure() -> None:
     bench = benchmark_script("irn_colour")
     stored = {
