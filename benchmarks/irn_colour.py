@@ -88,6 +88,12 @@ def ycbcr(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return y, 0.564 * (b - y), 0.713 * (r - y)
 
 
+def colour_error(lr: Tensor, ref: Tensor) -> Tensor:
+    """Per-pixel colour error of `(..., 3, H, W)` images: the length of the RGB difference in
+    8-bit levels, `(..., H, W)`; more than `FAR_OFF` counts as far off."""
+    return (lr - ref).norm(dim=-3) * 255
+
+
 def lr_colour(
     model: IRN, hr: Tensor, scale: int, seed: int = 0, *, sr: bool = True
 ) -> dict[str, Any]:
@@ -99,7 +105,7 @@ def lr_colour(
     with torch.no_grad():
         lr = quantize_8bit(model.downscale(hr[None]))  # (1, 3, H/s, W/s)
     ref = quantize_8bit(bicubic_downscale(hr, scale))[None]
-    error = (lr - ref).norm(dim=1).flatten() * 255
+    error = colour_error(lr, ref).flatten()
     if not sr:
         return {"lr_psnr_rgb": float(psnr(lr, ref)), "lr_far": int((error > FAR_OFF).sum())}
     with torch.no_grad():
@@ -242,14 +248,9 @@ def data_scores() -> dict[str, Any]:
 def crops_figure(models: dict[str, IRN], scale: int, path: Path, size: int = 32) -> None:
     """Bicubic LR and each model's LR on the demo photo, where one of them errs most."""
     hr = hr_images("demo", scale)[0][1]
+    check_crop_size(size, hr, scale, "the demo photo's")
     ref, lrs = lr_panels(models, hr, scale)
-    if not 0 < size <= min(ref.shape[-2:]):
-        raise SystemExit(
-            f"irn_colour: crops of {size}² LR pixels do not fit the demo photo's "
-            f"{ref.shape[-1]}×{ref.shape[-2]} LR at ×{scale}; give --crop-size 1 to "
-            f"{min(ref.shape[-2:])}"
-        )
-    i, j = worst_window(torch.stack([(lr - ref).norm(dim=0) for lr in lrs.values()]), size)
+    i, j = worst_window(torch.stack([colour_error(lr, ref) for lr in lrs.values()]), size)
     save_crops([[ref, *lrs.values()]], i, j, size, path)
     print(f"wrote {path}: bicubic | {' | '.join(lrs)} at LR ({i}, {j}), {size}² LR pixels")
 
@@ -276,22 +277,33 @@ def noisy_crops_figure(
     rows: dict[str, list[list[Tensor]]] = {}  # image -> per level: [bicubic, model, ...]
     for seed, (name, hr) in enumerate(images):  # the seeds of noise_scores
         if image is None or name == image:
+            check_crop_size(size, hr, scale, f"{name}'s")
             rows[name] = []
             for level in levels:
                 ref, lrs = lr_panels(models, noisy(hr, level, seed), scale)
                 rows[name].append([ref, *lrs.values()])
 
     def far_off(row: list[Tensor]) -> int:  # the most pixels far off in colour of any model
-        return max(int(((lr - row[0]).norm(dim=0) * 255 > FAR_OFF).sum()) for lr in row[1:])
+        return max(int((colour_error(lr, row[0]) > FAR_OFF).sum()) for lr in row[1:])
 
     chosen = max(rows, key=lambda name: far_off(rows[name][-1]))
-    errors = torch.stack([(lr - row[0]).norm(dim=0) for row in rows[chosen] for lr in row[1:]])
-    i, j = worst_window(errors, min(size, *errors.shape[-2:]))
+    errors = torch.stack([colour_error(lr, row[0]) for row in rows[chosen] for lr in row[1:]])
+    i, j = worst_window(errors, size)
     save_crops(rows[chosen], i, j, size, path)
     print(
         f"wrote {path}: {chosen} with noise σ = {', '.join(f'{v:g}' for v in levels)} (rows); "
         f"bicubic | {' | '.join(models)} at LR ({i}, {j}), {size}² LR pixels"
     )
+
+
+def check_crop_size(size: int, hr: Tensor, scale: int, what: str) -> None:
+    """Exit with a clear message unless crops of `size`² LR pixels fit the LR of `hr`."""
+    height, width = (n // scale for n in hr.shape[-2:])
+    if not 0 < size <= min(height, width):
+        raise SystemExit(
+            f"irn_colour: crops of {size}² LR pixels do not fit {what} {width}×{height} LR at "
+            f"×{scale}; expected a size of 1 to {min(height, width)}"
+        )
 
 
 def lr_panels(models: dict[str, IRN], hr: Tensor, scale: int) -> tuple[Tensor, dict[str, Tensor]]:
