@@ -331,6 +331,7 @@ def save_crops(rows: list[list[Tensor]], i: int, j: int, size: int, path: Path) 
     )
     big = grid.repeat_interleave(4, dim=1).repeat_interleave(4, dim=2)
     pixels = (big * 255).round().byte().permute(1, 2, 0).numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as tmp:
         Image.fromarray(pixels).save(tmp, format="PNG")
 

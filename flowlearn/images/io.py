@@ -35,6 +35,7 @@ __all__ = [
     "ImageError",
     "atomic_write",
     "list_images",
+    "make_folder",
     "read_image",
     "read_png_text",
     "write_figure",
@@ -189,6 +190,39 @@ def read_image(path: str | os.PathLike[str]) -> tuple[Tensor, str | None]:
     return tensor, ("; ".join(notes) if notes else None)
 
 
+def make_folder(path: str | os.PathLike[str], role: str = "the output folder") -> Path:
+    r"""Create the folder `path` and its parents if missing; one clear error where a file is.
+
+    Args:
+        path: The folder.
+        role: What the folder is, for the message (e.g. "run.output").
+
+    Returns:
+        `path` as a `Path`.
+
+    Raises:
+        NotADirectoryError: `path`, or a folder above it, is a file.
+        OSError: The folder cannot be created (permissions, a full disk).
+
+    Examples:
+        >>> import tempfile
+        >>> blocker = Path(tempfile.mkdtemp()) / "notes.txt"
+        >>> _ = blocker.write_text("a file")
+        >>> make_folder(blocker / "plots", "--out")
+        Traceback (most recent call last):
+        ...
+        NotADirectoryError: --out .../notes.txt/plots is a file or inside one; expected a folder
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise NotADirectoryError(
+            f"{role} {path} is a file or inside one; expected a folder"
+        ) from None
+    return path
+
+
 @contextmanager
 def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
     r"""Write a file so that `path` is either its old content or the complete new one.
@@ -207,7 +241,9 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
         The temporary file's path.
 
     Raises:
-        OSError: The folder cannot be written, or the rename fails (e.g. `path` is a folder).
+        FileNotFoundError: The folder of `path` does not exist (nothing is written).
+        IsADirectoryError: `path` is a folder (nothing is written).
+        OSError: The folder cannot be written, or the rename fails.
 
     Examples:
         >>> import tempfile
@@ -218,6 +254,12 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
         ('complete', ['notes.txt'])
     """
     path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(
+            f"cannot write {path}: its folder {path.parent} does not exist (or is not a folder)"
+        )
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {path}: it is a folder; expected a file name")
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     # O_EXCL: never reuse someone else's file; 0o666 minus the umask, like a normal file.
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))

@@ -120,10 +120,15 @@ def _max_pixels(text: str) -> int | None:
 
 
 def _prepare_out(folder: Path, report: _Reporter) -> bool:
+    from flowlearn.images.io import make_folder
+
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        make_folder(folder)
         with tempfile.TemporaryFile(dir=folder):
             pass
+    except NotADirectoryError as err:
+        report.error(err)
+        return False
     except OSError as err:
         report.error(f"cannot write to the output folder {folder}: {err.strerror or err}")
         return False
@@ -382,10 +387,15 @@ def _cmd_test(args: argparse.Namespace) -> int:
             _check_save_folder(args.save_images, list(folders.values()), args.overwrite)
             if not _prepare_out(args.save_images, report):
                 return report.status
-        if args.json is not None and args.json.exists() and not args.overwrite:
-            raise FileExistsError(
-                f"{args.json} exists; pass --overwrite to replace it, or choose another --json"
-            )
+        if args.json is not None:
+            if args.json.is_dir():
+                raise IsADirectoryError(f"--json {args.json} is a folder; expected a file name")
+            if args.json.exists() and not args.overwrite:
+                raise FileExistsError(
+                    f"{args.json} exists; pass --overwrite to replace it, or choose another --json"
+                )
+            if not _prepare_out(args.json.parent, report):
+                return report.status
         results = {}
         for name, folder in folders.items():
             result = evaluate_folder(

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from flowlearn.images.io import atomic_write, read_image, write_image
+from flowlearn.images.io import atomic_write, make_folder, read_image, write_image
 from flowlearn.images.metrics import modcrop
 from flowlearn.irn.checkpoint import ModelNotAvailableError, available_models, load
 from flowlearn.irn.evaluate import bicubic_downscale, bicubic_upscale, evaluate_pair
@@ -231,7 +231,7 @@ def run_demo(
             raise DemoError(
                 f"{target} exists; pass --overwrite to replace it, or choose another --out folder"
             )
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     result.files.append(write_image(out / "hr.png", hr))
     panels: dict[int, dict[str, Tensor]] = {}
     with torch.inference_mode():

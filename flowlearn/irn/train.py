@@ -73,7 +73,7 @@ from filelock import FileLock, Timeout
 from torch import nn
 from tqdm import tqdm
 
-from flowlearn.images.io import atomic_write
+from flowlearn.images.io import atomic_write, make_folder
 from flowlearn.irn import distributed
 from flowlearn.irn.checkpoint import TRAINING_FORMAT, load, save
 from flowlearn.irn.config import Config, ConfigError
@@ -173,7 +173,7 @@ def _run_lock(out: Path, main: bool) -> FileLock | None:
     r"""Lock the run folder `out` (rank 0 only); fail at once if another run holds it."""
     if not main:
         return None
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, "run.output")
     lock = FileLock(out / ".lock", timeout=0)
     try:
         lock.acquire()

@@ -65,10 +65,22 @@ def test_atomic_write_error_leaves_nothing(tmp_path: Path) -> None:
             raise RuntimeError
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.bin"]
     assert kept.read_bytes() == b"old"
-    (tmp_path / "folder").mkdir()  # the rename itself fails: still nothing left behind
     with pytest.raises(OSError), atomic_write(tmp_path / "folder") as tmp:
         tmp.write_bytes(b"x")
+        (tmp_path / "folder").mkdir()  # the rename itself fails: still nothing left behind
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "kept.bin"]
+
+
+def test_atomic_write_refuses_a_folder_or_a_missing_folder_before_writing(tmp_path: Path) -> None:
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(IsADirectoryError, match="folder; expected a file name"):
+        with atomic_write(tmp_path / "folder"):
+            raise AssertionError("the block must not run")
+    missing = tmp_path / "missing" / "out.png"
+    with pytest.raises(FileNotFoundError, match=f"its folder {tmp_path / 'missing'} does not"):
+        with atomic_write(missing):
+            raise AssertionError("the block must not run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]
 
 
 def test_write_json_creates_the_folder_and_never_half_writes(tmp_path: Path) -> None:

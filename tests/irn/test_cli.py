@@ -138,7 +138,8 @@ def test_cli_unwritable_output_folder(
     for out in [blocker, blocker / "sub"]:
         assert run_cli("downscale", image, "--model", model_path, "--out", out) == 1
         errors = error_lines(capsys.readouterr().err)
-        assert len(errors) == 1 and f"cannot write to the output folder {out}" in errors[0]
+        message = f"the output folder {out} is a file or inside one; expected a folder"
+        assert len(errors) == 1 and message in errors[0]
 
 
 def test_cli_test_bicubic_and_model_with_json(

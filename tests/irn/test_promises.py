@@ -218,6 +218,12 @@ def test_demo_never_overwrites_without_flag(
     assert "demo.png exists; pass --overwrite" in capsys.readouterr().err
     assert (tmp_path / "out" / "demo.png").read_bytes() == b"mine"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["demo.png"]
+    blocker = tmp_path / "out" / "demo.png"  # a file where the output folder should be
+    for out in [blocker, blocker / "sub"]:
+        assert cli("demo", photo, "--out", out, "--scales", "2") == 1
+        err = capsys.readouterr().err
+        assert f"the output folder {out} is a file or inside one; expected a folder" in err
+        assert "Errno" not in err and blocker.read_bytes() == b"mine"
 
 
 def test_cli_test_save_images_refuses_the_data_folder(
@@ -234,6 +240,14 @@ def test_cli_test_save_images_refuses_the_data_folder(
     assert cli("irn", "test", "-m", model_path, "--data", data, "--json", report) == 1
     assert "r.json exists; pass --overwrite" in capsys.readouterr().err
     assert report.read_text() == "mine"
+    folder = tmp_path / "results"
+    folder.mkdir()
+    for extra in [[], ["--overwrite"]]:  # refused before any image is evaluated
+        argv = ["irn", "test", "-m", model_path, "--data", data, "--json", folder, *extra]
+        assert cli(*argv) == 1
+        captured = capsys.readouterr()
+        assert f"--json {folder} is a folder; expected a file name" in captured.err
+        assert "a.png" not in captured.out and list(folder.iterdir()) == []
 
 
 # 6. `irn test` goes on past bad files ----------------------------------------------------------

@@ -155,6 +155,11 @@ def test_train_refuses_to_overwrite_or_resume_nothing(images: Path, tmp_path: Pa
     other = tiny(images, tmp_path / "run", **{"optim.steps": 2, "model.growth": 4})
     with pytest.raises(TrainingError, match="model settings"):
         train(other, resume=True, progress=False)
+    blocker = tmp_path / "run" / "model.pt"  # a file where the run folder should be
+    for out in [blocker, blocker / "sub"]:
+        on_a_file = tiny(images, out, **{"optim.steps": 1})
+        with pytest.raises(NotADirectoryError, match="is a file or inside one; expected a"):
+            train(on_a_file, progress=False)
 
 
 def test_build_model_is_seeded_by_the_recipe_and_loads_init(images: Path, tmp_path: Path) -> None:
