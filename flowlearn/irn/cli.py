@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -111,6 +112,16 @@ def _size(text: str) -> tuple[int, int]:
     if not sep or not width.isdigit() or not height.isdigit() or not int(width) * int(height):
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 481x321, got {text!r}")
     return int(width), int(height)
+
+
+def _megabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number of MiB, got {text!r}")
+    return value
 
 
 def _max_pixels(text: str) -> int | None:
@@ -544,7 +555,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
         p.add_argument(
             "--memory",
-            type=float,
+            type=_megabytes,
             default=DEFAULT_MEMORY_MB,
             metavar="MB",
             help="MiB for the image tensors and the network's working memory; larger images "

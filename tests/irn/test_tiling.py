@@ -399,3 +399,15 @@ def test_cli_memory_budget_tiles_and_agrees(tmp_path: Path) -> None:
     sr_tiled = read_image(tmp_path / "tiled" / "hr_x2_sr.png")[0]
     sr_whole = read_image(tmp_path / "whole" / "hr_x2_sr.png")[0]
     assert float(psnr(sr_tiled, sr_whole)) > 45
+
+
+@pytest.mark.parametrize("memory", ["0", "-5", "nan", "inf", "lots"])
+def test_cli_memory_must_be_a_positive_number_of_mib(
+    memory: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        _run_cli("downscale", tmp_path / "a.png", "--out", tmp_path, "--memory", memory)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --memory: expected a positive number of MiB, got '{memory}'" in err
+    assert list(tmp_path.iterdir()) == []
