@@ -37,7 +37,6 @@ Examples:
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, nullcontext
@@ -546,11 +545,16 @@ def irn_backward(
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads // shards))
     try:
-        futures = [_pool(shards - 1).submit(run, part) for part in parts[1:]]
-        try:
-            first = run(parts[0])
-        finally:  # every shard has finished before anything is raised or returned
-            wait(futures)
+        # Threads of this call only: a thread that outlives the call keeps the OpenMP team it
+        # made, and while two teams exist every later parallel region of the main thread
+        # (clipping, Adam) starts more slowly (measured: the fused Adam of an x4 in 28 ms
+        # instead of 8 ms on two cores). Leaving the `with` joins them.
+        with ThreadPoolExecutor(shards - 1, thread_name_prefix="irn-shard") as pool:
+            futures = [pool.submit(run, part) for part in parts[1:]]
+            try:
+                first = run(parts[0])
+            finally:  # every shard has finished before anything is raised or returned
+                wait(futures)
         results = [first] + [f.result() for f in futures]
     finally:
         torch.set_num_threads(threads)
@@ -582,15 +586,3 @@ def irn_backward(
     if onward:  # on into the graph that made them, as backward would go
         torch.autograd.backward([t for t, _ in onward], [g for _, g in onward])
     return IRNLosses(**sums)
-
-
-_POOLS: dict[int, ThreadPoolExecutor] = {}
-_POOLS_LOCK = threading.Lock()
-
-
-def _pool(workers: int) -> ThreadPoolExecutor:
-    """The thread pool of `workers` threads, made at the first call and kept for later ones."""
-    with _POOLS_LOCK:
-        if workers not in _POOLS:
-            _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="irn-shard")
-        return _POOLS[workers]

@@ -524,6 +524,22 @@ def test_irn_backward_restores_the_thread_count_even_when_a_shard_fails() -> Non
         torch.set_num_threads(threads)
 
 
+def test_irn_backward_leaves_no_shard_thread_behind() -> None:
+    # a shard thread that outlived the call would keep its OpenMP team, which slows every later
+    # parallel region of the process (the optimiser's step, other models' training steps)
+    import threading
+
+    def shard_threads() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("irn-shard")]
+
+    net = tiny_irn()
+    irn_backward(net, torch.rand(3, 3, 8, 8), torch.rand(3, 3, 4, 4), shards=3)
+    assert shard_threads() == []
+    with pytest.raises(ValueError, match="expected lr_ref of shape"):  # raised in the shards
+        irn_backward(net, torch.rand(3, 3, 8, 8), torch.rand(3, 3, 8, 8), shards=3)
+    assert shard_threads() == []
+
+
 @pytest.mark.parametrize(
     ("hr", "lr_ref", "shards", "match"),
     [
