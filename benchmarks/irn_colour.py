@@ -69,7 +69,7 @@ import torch
 from torch import Tensor
 
 from flowlearn.images.imresize import imresize
-from flowlearn.images.io import atomic_write, list_images, read_image, write_json
+from flowlearn.images.io import list_images, read_image, write_image, write_json
 from flowlearn.images.metrics import modcrop, psnr, quantize_8bit
 from flowlearn.irn import IRN, load
 from flowlearn.irn.evaluate import bicubic_downscale, evaluate_pair
@@ -324,16 +324,10 @@ def worst_window(errors: Tensor, size: int) -> tuple[int, int]:
 
 def save_crops(rows: list[list[Tensor]], i: int, j: int, size: int, path: Path) -> None:
     """The `size`² crops at `(i, j)` of each row's images side by side, rows stacked, 4× (PNG)."""
-    from PIL import Image
-
     grid = torch.cat(
         [torch.cat([p[:, i : i + size, j : j + size] for p in row], dim=2) for row in rows], dim=1
     )
-    big = grid.repeat_interleave(4, dim=1).repeat_interleave(4, dim=2)
-    pixels = (big * 255).round().byte().permute(1, 2, 0).numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as tmp:
-        Image.fromarray(pixels).save(tmp, format="PNG")
+    write_image(path, grid.repeat_interleave(4, dim=1).repeat_interleave(4, dim=2))
 
 
 def tables(data: dict[str, Any]) -> str:
