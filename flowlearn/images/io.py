@@ -283,10 +283,12 @@ def write_json(path: str | os.PathLike[str], data: Any, *, indent: int = 2) -> P
 
     Raises:
         TypeError: `data` holds a value JSON cannot represent (nothing is written then).
+        NotADirectoryError: A file stands where the folder of `path` (or one above it) should
+            be (nothing is written then).
     """
     path = Path(path)
     text = json.dumps(data, indent=indent) + "\n"  # fails before the file is touched
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent, f"cannot write {path}: its folder")
     with atomic_write(path) as tmp:
         tmp.write_text(text)
     return path
@@ -306,6 +308,10 @@ def write_figure(path: str | os.PathLike[str], fig: Any, **savefig: Any) -> Path
     Returns:
         `path` as a `Path`.
 
+    Raises:
+        NotADirectoryError: A file stands where the folder of `path` (or one above it) should
+            be (nothing is written then).
+
     Examples:
         >>> import tempfile
         >>> import matplotlib.pyplot as plt
@@ -319,7 +325,7 @@ def write_figure(path: str | os.PathLike[str], fig: Any, **savefig: Any) -> Path
     path = Path(path)
     savefig = {"format": "png", "metadata": {"Software": None}} | savefig
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(path.parent, f"cannot write {path}: its folder")
         with atomic_write(path) as tmp:
             fig.savefig(tmp, **savefig)
     finally:

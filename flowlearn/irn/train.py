@@ -490,7 +490,7 @@ def _train(
             raise ConfigError("IRN+ (gan.discriminator) trains in one process, not under torchrun")
         plus = IRNPlusStage(cfg, device)
     loss_names = LOSS_NAMES if plus is None else GAN_LOSS_NAMES
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, "run.output")
 
     dataset = IRNTrainSet(
         cfg.data.train,

@@ -295,3 +295,22 @@ def test_write_figure_replaces_the_file_whole_or_not_at_all(tmp_path: Path) -> N
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert b"Software" not in target.read_bytes()  # no Matplotlib version in the file
     assert not plt.fignum_exists(fig.number)
+
+
+def test_json_and_figure_writers_name_a_file_that_stands_for_their_folder(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    blocker = tmp_path / "results"
+    blocker.write_text("a file, not a folder")
+    expected = f"its folder {blocker} is a file or inside one; expected a folder"
+    with pytest.raises(NotADirectoryError, match=expected):
+        write_json(blocker / "scores.json", {"psnr": 1.0})
+    fig, _ = plt.subplots(figsize=(1, 1))
+    with pytest.raises(NotADirectoryError, match=f"its folder {blocker / 'plots'} is a file"):
+        write_figure(blocker / "plots" / "curve.png", fig)
+    assert not plt.fignum_exists(fig.number)  # closed all the same
+    assert [p.name for p in tmp_path.iterdir()] == ["results"]
+    assert blocker.read_text() == "a file, not a folder"
