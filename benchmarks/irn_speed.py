@@ -672,6 +672,7 @@ def tables() -> str:
     for name, make in [
         ("irn_speed_time_cpu.json", time_table),
         ("irn_speed_time_amd_cpu.json", time_table),
+        ("irn_speed_time_x8_cpu.json", time_table),
         ("irn_speed_time_patch8_cpu.json", time_table),
         ("irn_speed_memory_cpu.json", memory_table),
         ("irn_speed_profile_cpu.json", profile_table),

@@ -513,3 +513,22 @@ def test_x4_curve_figure_ends_at_the_shipped_model() -> None:
     starts = figure.stage_starts()  # each stage starts from a model of the line
     assert min(starts) == figure.START and set(starts) <= set(figure.LINE)
     assert (ROOT / "docs" / "assets" / "irn_x4_curve.png").is_file()
+
+
+def test_model_card_x8_sentence_is_the_stored_measurement() -> None:
+    """The card's reason for shipping no x8 states the stored step times, their ratio to the
+    recipe's length, the x8's size and that the x8 checks against the original code passed."""
+    from flowlearn import IRN
+
+    steps = json.loads((ROOT / "benchmarks/results/irn_x8_step_time_cpu.json").read_text())
+    checks = json.loads((ROOT / "benchmarks/results/irn_speed_time_x8_cpu.json").read_text())
+    card = (ROOT / "docs" / "model-card.md").read_text()
+    bullet = " ".join(card[card.index("* No ×8 model ships.") :].split("\n\n")[0].split())
+    for key in ("x8", "x4"):
+        t = steps[key]["seconds_cumulative"]
+        assert f"{(t[-1] - t[1]) / (len(t) - 2):.2f} s" in bullet, key
+    days = steps["recipe_steps"] * steps["x8"]["step_s"] / 86400
+    assert f"about {days:.0f} days" in bullet and f"{steps['recipe_steps']:,} steps" in bullet
+    assert f"{sum(p.numel() for p in IRN(8).parameters()):,} weights" in bullet
+    worst = max(v for mode in checks["checks"]["x8"]["float64"].values() for v in mode.values())
+    assert worst < 1e-14 and "below 1e-14" in bullet
