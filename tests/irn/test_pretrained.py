@@ -348,6 +348,8 @@ def assert_card_scores(cell: str, trial: dict[str, float], row: list[str]) -> No
         ("**Stage 8: half the learning rate", "step", "x4_p144g_step{}", "x4_p144f_step600",
          True),
         ("**Stage 9: stage 8 again", "step", "x4_p144h_step{}", "x4_p144g_step600", False),
+        ("**Stage 10: a quarter of stage 7's rate", "step", "x4_p144i_step{}", "x4_p144g_step600",
+         False),
     ],
 )  # fmt: skip
 def test_model_card_checkpoint_tables_are_the_stored_exports(
@@ -431,6 +433,11 @@ CARD_TABLES: dict[tuple[str, str], dict[str, tuple[str, str | None]]] = {
         "0": ("x4_p144g_step600", "shipped x4"),
         "450": ("x4_p144h_step450", None),
         "600": ("x4_p144h_step600", "x4_p144h_step600.safetensors"),
+    },
+    ("**Stage 10: a quarter of stage 7's rate", "step"): {
+        "0": ("x4_p144g_step600", "shipped x4"),
+        "450": ("x4_p144i_step450", None),
+        "600": ("x4_p144i_step600", "x4_p144i_step600.safetensors"),
     },
     ("**The λ_fit = 24 model trained on", "step"): {
         f"{k},000": (f"x2_stage4_fit24_long_step{k}000", f"x2_fit24_long_step{k}000.safetensors")

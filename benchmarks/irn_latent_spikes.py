@@ -1,0 +1,210 @@
+"""Where the training log's latent-loss spikes come from, and what they have to do with LR spots.
+
+Usage:
+    python benchmarks/irn_latent_spikes.py [--model x4] [--seed 29] [--batches 250 300]
+        [--batch 16] [--patch 144] [--noise 0.5] [--noise-level 10] [--redraws 4]
+        [--out benchmarks/results/irn_latent_spikes_cpu.json]
+
+`flowlearn irn train` logs $L_\\text{distr} = \\frac1B\\sum_b \\|z_b\\|_2^2$ averaged since the
+last logged step; on the noisy training data of the ×4 fine-tunes it sometimes jumps from
+about 1.5 to 15–60 for one log interval. Two parts:
+
+* `batches`: the training batches `--batches FROM TO` (0-based, `TO` excluded; batch $k$ is
+  the one of training step $k + 1$, so the default is the interval logged at step 300) as a
+  run with `data.seed = --seed` draws them (`PatchSampler` and `IRNTrainSet` on the 400
+  BSDS500 photos, the run's noise settings), each patch through `--model` (float32). For every
+  batch the mean $\\|z\\|^2$; for every patch above `--spike` times the median patch: the same
+  patch without its noise and with `--redraws` fresh noise draws of the same level, where its
+  latent energy sits (the share within the 1 % of LR pixels with the most), and the LR's
+  largest colour error against its reference there and elsewhere.
+* `noisy_test_images`: Set5 with Gaussian noise of σ = 10 (the colour benchmark's `noise`
+  part, the same draws): for each image the LR pixel farthest off in colour against the
+  bicubic LR, the LR pixel with the most latent energy, their distance, and the share of the
+  latent energy within two pixels of the colour error's worst pixel.
+
+Prints one line per batch and per image, and the JSON at the end (also to `--out`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+from irn_colour import DATASETS, NOISE_LEVELS, colour_error, hr_images, noisy  # this folder
+from irn_speed import machine_meta, print_json
+from torch import Tensor
+
+from flowlearn.images.metrics import quantize_8bit
+from flowlearn.irn import IRN, load
+from flowlearn.irn.data import IRNTrainSet, PatchSampler
+from flowlearn.irn.evaluate import bicubic_downscale
+from flowlearn.irn.fast import accelerate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def latent_energy(model: IRN, hr: Tensor) -> tuple[Tensor, Tensor]:
+    """The LR `(3, h, w)` and the latent energy per LR pixel `(h, w)` of one HR image."""
+    with torch.no_grad():
+        y = model(hr[None])[0][0]
+    return y[: model.channels], y[model.channels :].pow(2).sum(0)
+
+
+def _where(energy: Tensor) -> tuple[int, int]:
+    return divmod(int(energy.argmax()), energy.shape[1])
+
+
+def _top_share(energy: Tensor, fraction: float = 0.01) -> float:
+    flat = energy.flatten()
+    k = max(1, round(fraction * flat.numel()))
+    return float(flat.topk(k).values.sum() / flat.sum())
+
+
+def batches(model: IRN, args: argparse.Namespace) -> dict[str, Any]:
+    """Mean latent energy of each training batch, and what makes a spiking patch spike."""
+    data = DATASETS / "bsds500"
+    noisy_set = IRNTrainSet(
+        data, model.scale, args.patch, noise=args.noise, noise_level=args.noise_level
+    )
+    clean_set = IRNTrainSet(data, model.scale, args.patch)
+    sampler = PatchSampler(len(noisy_set), args.batch, seed=args.seed)
+    names = [f.name for f in noisy_set.files]
+    steps, spikes = [], []
+    for step in range(*args.batches):
+        items = sampler.batch(step)
+        found = []
+        for item in items:
+            hr, lr_ref = noisy_set[item]
+            lr, energy = latent_energy(model, hr)
+            found.append((float(energy.sum()), item, hr, lr_ref, lr, energy))
+        totals = [f[0] for f in found]
+        median = statistics.median(totals)
+        steps.append({"batch": step, "mean": statistics.fmean(totals), "median": median})
+        print(f"batch {step}: mean |z|^2 {steps[-1]['mean']:.2f}, median {median:.2f}", flush=True)
+        for total, item, hr, lr_ref, lr, energy in found:
+            if total > args.spike * median:
+                spikes.append(
+                    spike(
+                        model, step, item, names, clean_set, (hr, lr_ref, lr, energy), args.redraws
+                    )
+                )
+    return {"batches": steps, "spikes": spikes}
+
+
+def spike(
+    model: IRN,
+    step: int,
+    item: tuple[int, int],
+    names: list[str],
+    clean_set: IRNTrainSet,
+    seen: tuple[Tensor, Tensor, Tensor, Tensor],
+    redraws: int,
+) -> dict[str, Any]:
+    """One spiking patch: its latent energy with its noise, without it and with fresh draws.
+
+    `seen` is the patch as trained on: HR, LR reference, the model's LR and latent energy.
+    """
+    hr, lr_ref, lr, energy = seen
+    clean_hr, clean_ref = clean_set[item]
+    clean_lr, clean_energy = latent_energy(model, clean_hr)
+    noise = hr - clean_hr
+    sigma = float(noise.std())
+    g = torch.Generator().manual_seed(item[1] % 2**63)
+    fresh = []
+    for _ in range(redraws):
+        draw = (clean_hr + sigma * torch.randn(hr.shape, generator=g)).clamp(0, 1)
+        fresh.append(float(latent_energy(model, draw)[1].sum()))
+    error = colour_error(lr, lr_ref)
+    where = _where(energy)
+    near = error[max(where[0] - 2, 0) : where[0] + 3, max(where[1] - 2, 0) : where[1] + 3]
+    out = {
+        "batch": step,
+        "image": names[item[0]],
+        "z2": float(energy.sum()),
+        "z2_without_noise": float(clean_energy.sum()),
+        "z2_fresh_noise_same_level": fresh,
+        "noise_sigma_levels": sigma * 255,
+        "z2_share_top_1pc_pixels": _top_share(energy),
+        "z2_max_at": list(where),
+        "lr_error_max_levels": float(error.max()),
+        "lr_error_max_at": list(_where(error)),
+        "lr_error_max_near_z2_max_levels": float(near.max()),
+        "lr_error_max_without_noise_levels": float(colour_error(clean_lr, clean_ref).max()),
+    }
+    print("  spike: " + json.dumps(out), flush=True)
+    return out
+
+
+def noisy_test_images(model: IRN) -> list[dict[str, Any]]:
+    """Set5 at σ = 10: is the LR's worst colour error where the latent energy is?"""
+    level = NOISE_LEVELS[-1]
+    rows = []
+    for seed, (name, hr) in enumerate(hr_images("set5", model.scale)):
+        x = noisy(hr, level, seed)  # the colour benchmark's draw for this image
+        lr, energy = latent_energy(model, x)
+        error = colour_error(quantize_8bit(lr), bicubic_downscale(x, model.scale))
+        (i, j), (zi, zj) = _where(error), _where(energy)
+        around = energy[max(i - 2, 0) : i + 3, max(j - 2, 0) : j + 3]
+        row = {
+            "image": name,
+            "noise_levels": level,
+            "lr_error_max_levels": float(error.max()),
+            "lr_error_max_at": [i, j],
+            "z2_max_at": [zi, zj],
+            "distance": max(abs(i - zi), abs(j - zj)),
+            "z2_share_within_2px_of_lr_error_max": float(around.sum() / energy.sum()),
+            "share_of_lr_pixels_within_2px": around.numel() / energy.numel(),
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="x4", help="shipped name or weights file")
+    parser.add_argument("--seed", type=int, default=29, help="the run's data.seed")
+    parser.add_argument(
+        "--batches",
+        type=int,
+        nargs=2,
+        default=[250, 300],
+        metavar=("FROM", "TO"),
+        help="batch numbers, 0-based, TO excluded (batch k is trained on at step k + 1)",
+    )
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--patch", type=int, default=144)
+    parser.add_argument("--noise", type=float, default=0.5)
+    parser.add_argument("--noise-level", type=float, default=10.0)
+    parser.add_argument("--spike", type=float, default=20.0, help="times the batch's median")
+    parser.add_argument("--redraws", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model = accelerate(load(args.model))  # the same map, faster
+    result = {
+        "batches": batches(model, args),
+        "noisy_test_images": noisy_test_images(model),
+        "meta": {
+            "model": args.model,
+            "seed": args.seed,
+            "batches": args.batches,
+            "batch": args.batch,
+            "patch": args.patch,
+            "noise": args.noise,
+            "noise_level": args.noise_level,
+            "spike": args.spike,
+            **machine_meta(),
+        },
+    }
+    print_json(result, str(args.out) if args.out else None)
+    return result
+
+
+if __name__ == "__main__":
+    main()
