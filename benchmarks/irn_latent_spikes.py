@@ -28,6 +28,7 @@ Prints one line per batch and per image, and the JSON at the end (also to `--out
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 from pathlib import Path
@@ -44,8 +45,6 @@ from flowlearn.irn.data import IRNTrainSet, PatchSampler
 from flowlearn.irn.evaluate import bicubic_downscale
 from flowlearn.irn.fast import accelerate
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def latent_energy(model: IRN, hr: Tensor) -> tuple[Tensor, Tensor]:
     """The LR `(3, h, w)` and the latent energy per LR pixel `(h, w)` of one HR image."""
@@ -56,6 +55,12 @@ def latent_energy(model: IRN, hr: Tensor) -> tuple[Tensor, Tensor]:
 
 def _where(energy: Tensor) -> tuple[int, int]:
     return divmod(int(energy.argmax()), energy.shape[1])
+
+
+def _around(t: Tensor, where: tuple[int, int]) -> Tensor:
+    """The 5×5 pixels of `t` `(h, w)` centred on `where` (fewer at the border)."""
+    i, j = where
+    return t[max(i - 2, 0) : i + 3, max(j - 2, 0) : j + 3]
 
 
 def _top_share(energy: Tensor, fraction: float = 0.01) -> float:
@@ -70,7 +75,9 @@ def batches(model: IRN, args: argparse.Namespace) -> dict[str, Any]:
     noisy_set = IRNTrainSet(
         data, model.scale, args.patch, noise=args.noise, noise_level=args.noise_level
     )
-    clean_set = IRNTrainSet(data, model.scale, args.patch)
+    # the same photos, LR references and crop draws without the noise (decoded once)
+    clean_set = copy.copy(noisy_set)
+    clean_set.noise = 0.0
     sampler = PatchSampler(len(noisy_set), args.batch, seed=args.seed)
     names = [f.name for f in noisy_set.files]
     steps, spikes = [], []
@@ -120,7 +127,6 @@ def spike(
         fresh.append(float(latent_energy(model, draw)[1].sum()))
     error = colour_error(lr, lr_ref)
     where = _where(energy)
-    near = error[max(where[0] - 2, 0) : where[0] + 3, max(where[1] - 2, 0) : where[1] + 3]
     out = {
         "batch": step,
         "image": names[item[0]],
@@ -132,7 +138,7 @@ def spike(
         "z2_max_at": list(where),
         "lr_error_max_levels": float(error.max()),
         "lr_error_max_at": list(_where(error)),
-        "lr_error_max_near_z2_max_levels": float(near.max()),
+        "lr_error_max_near_z2_max_levels": float(_around(error, where).max()),
         "lr_error_max_without_noise_levels": float(colour_error(clean_lr, clean_ref).max()),
     }
     print("  spike: " + json.dumps(out), flush=True)
@@ -148,7 +154,7 @@ def noisy_test_images(model: IRN) -> list[dict[str, Any]]:
         lr, energy = latent_energy(model, x)
         error = colour_error(quantize_8bit(lr), bicubic_downscale(x, model.scale))
         (i, j), (zi, zj) = _where(error), _where(energy)
-        around = energy[max(i - 2, 0) : i + 3, max(j - 2, 0) : j + 3]
+        around = _around(energy, (i, j))
         row = {
             "image": name,
             "noise_levels": level,

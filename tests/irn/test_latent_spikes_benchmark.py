@@ -51,6 +51,7 @@ def test_model_card_states_the_stored_spikes() -> None:
         s for s in data["batches"]["spikes"] if s["z2"] > 100 * max(s["z2_fresh_noise_same_level"])
     ]
     assert len(rows) == len(spikes) == 3 and "Three patches stand out" in text
+    side = data["meta"]["patch"] // 4 - 1  # the last LR row and column
     for row, s in zip(rows, spikes, strict=True):
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[:2] == [str(s["batch"]), s["image"]]
@@ -59,7 +60,6 @@ def test_model_card_states_the_stored_spikes() -> None:
         assert cells[5] == f"{min(fresh):.2f}–{max(fresh):.2f}"
         assert cells[6] == f"{100 * s['z2_share_top_1pc_pixels']:.0f} %"
         assert cells[7] == f"{s['lr_error_max_near_z2_max_levels']:.0f}"
-        side = data["meta"]["patch"] // 4 - 1  # the last LR row and column
         assert min(*s["z2_max_at"], *(side - v for v in s["z2_max_at"])) <= 5  # near the border
     assert data["meta"]["batches"] == [250, 300] and "the 50 batches" in text
     baby = next(r for r in data["noisy_test_images"] if r["image"] == "baby.png")
