@@ -58,16 +58,16 @@ def assert_one_line_error(done: subprocess.CompletedProcess[str], *needles: str)
 TINY = {"data.patch_size": 16, "data.batch_size": 2, "optim.steps": 40, "run.checkpoint_every": 15}
 
 
-def tiny_args(images: Path, output: Path) -> list[str]:
+def tiny_args(images: Path, output: Path, settings: dict[str, int] = TINY) -> list[str]:
     args = ["irn", "train", "--config", "tiny", "--data", images, "--output", output, "--quiet"]
-    for key, value in TINY.items():
+    for key, value in settings.items():
         args += ["--set", f"{key}={value}"]
     return [str(a) for a in args]
 
 
-def tiny_config(images: Path, output: Path) -> object:
+def tiny_config(images: Path, output: Path, settings: dict[str, int] = TINY) -> object:
     return load_config(
-        "tiny", overrides={**TINY, "data.train": str(images), "run.output": str(output)}
+        "tiny", overrides={**settings, "data.train": str(images), "run.output": str(output)}
     )
 
 
@@ -77,13 +77,16 @@ def tiny_config(images: Path, output: Path) -> object:
 def test_train_sigint_saves_and_resume_matches_uninterrupted_run(
     images: Path, tmp_path: Path
 ) -> None:
-    straight = train(tiny_config(images, tmp_path / "straight"), progress=False)
+    # long enough that every delay below lands before the end, on a fast idle machine too
+    # (40 steps took under 0.4 s there)
+    long = {**TINY, "optim.steps": 400}
+    straight = train(tiny_config(images, tmp_path / "straight", long), progress=False)
     expected = straight.model.state_dict()
     interrupted = 0
     for k, delay in enumerate([0.0, 0.4, 1.5]):
         out = tmp_path / f"run{k}"
         process = subprocess.Popen(
-            [sys.executable, "-m", "flowlearn", *tiny_args(images, out)],
+            [sys.executable, "-m", "flowlearn", *tiny_args(images, out, long)],
             stderr=subprocess.PIPE,
             text=True,
             env=ENV,
@@ -103,8 +106,8 @@ def test_train_sigint_saves_and_resume_matches_uninterrupted_run(
         saved = torch.load(out / "checkpoint.pt", weights_only=True)["step"]
         assert f"checkpoint of step {saved}" in err
         interrupted += 1
-        resumed = train(tiny_config(images, out), resume=True, progress=False)
-        assert resumed.step == TINY["optim.steps"]
+        resumed = train(tiny_config(images, out, long), resume=True, progress=False)
+        assert resumed.step == long["optim.steps"]
         got = resumed.model.state_dict()
         assert all(torch.equal(expected[name], got[name]) for name in expected), f"delay {delay}"
     assert interrupted >= 2
