@@ -36,7 +36,7 @@ A configuration has six sections. Every field, its default and its meaning:
   that JPEG photos lack; without it the LR's colour shifts in spots on noisy images.
 * `noise_level` (float, 10.0): the largest standard deviation of that noise, in 8-bit levels.
 * `workers` (int, 0): `DataLoader` worker processes (0 loads in the training process), per
-  training process.
+  training process; lowered, with a warning, to the CPUs the process may run on.
 * `pin_memory` (bool, true): on CUDA, load batches into pinned (page-locked) memory and copy
   them to the GPU without blocking (`non_blocking=True`); ignored on a CPU.
 * `seed` (int, 10): seed of the patch sampler, the latent draws and the weight initialisation.

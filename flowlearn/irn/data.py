@@ -355,7 +355,10 @@ def train_loader(
             `batch_size / world_size` of them).
         seed: seed of the `PatchSampler`.
         start_step: index of the first batch (the step a run resumes at).
-        workers: loader worker processes (0: load in this process).
+        workers: loader worker processes (0: load in this process). More than the CPUs this
+            process may run on (`os.sched_getaffinity`) is lowered to that number, with a
+            warning: the workers would only take turns, and the batches are the same with any
+            number of them.
         rank: this process's slice of each batch (see `PatchSampler`).
         world_size: number of training processes.
         pin_memory: return batches in pinned memory, for fast non-blocking copies to a GPU.
@@ -366,6 +369,15 @@ def train_loader(
     sampler = PatchSampler(
         len(dataset), batch_size, seed, start_step, rank=rank, world_size=world_size
     )
+    cpus = usable_cpus()
+    if workers > cpus:
+        logger.warning(
+            "data.workers is %d but this process may run on %d CPUs; loading with %d workers",
+            workers,
+            cpus,
+            cpus,
+        )
+        workers = cpus
     return DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -374,6 +386,13 @@ def train_loader(
         pin_memory=pin_memory,
         worker_init_fn=_ignore_sigint if workers > 0 else None,
     )
+
+
+def usable_cpus() -> int:
+    r"""The number of CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _ignore_sigint(worker_id: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -289,10 +290,26 @@ def test_train_loader_batches_independent_of_workers(folder: Path) -> None:
     assert torch.equal(next(fresh)[0], hr0)  # resuming at step 5 = skipping 5 batches
 
 
+def test_train_loader_lowers_workers_to_the_cpus(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the shipped configurations ask for the recipe's 6 workers; a 2-core machine gets 2, and
+    # one line says so (instead of DataLoader's warning about freezes)
+    import flowlearn.irn.data as data_module
+
+    data = IRNTrainSet(folder, scale=2, patch_size=16)
+    monkeypatch.setattr(data_module, "usable_cpus", lambda: 2)
+    with caplog.at_level(logging.WARNING, logger="flowlearn.irn.data"):
+        assert train_loader(data, 2, seed=0, workers=2).num_workers == 2
+        assert caplog.text == ""
+        assert train_loader(data, 2, seed=0, workers=6).num_workers == 2
+    assert "data.workers is 6" in caplog.text and "on 2 CPUs" in caplog.text
+    assert 1 <= data_module.usable_cpus() <= (os.cpu_count() or 1)
+
+
 def test_train_loader_workers_survive_ctrl_c(folder: Path) -> None:
     # Ctrl-C goes to the whole process group; the training process stops after its step and
     # must still get batches, so the workers ignore it instead of dying with a traceback.
-    import os
     import signal
 
     loader = train_loader(IRNTrainSet(folder, scale=2, patch_size=16), 2, seed=0, workers=1)
