@@ -22,6 +22,11 @@ about 1.5 to 15–60 for one log interval. Two parts:
   bicubic LR, the LR pixel with the most latent energy, their distance, and the share of the
   latent energy within two pixels of the colour error's worst pixel.
 
+Both parts also ask whether the response needs the image border: each spiking patch is run
+again inside its photo (`in_photo`: up to 8 LR pixels of the photo around it, with fresh noise
+of the patch's level there), each noisy image with 8 LR pixels of mirrored context
+(`with_context`), and the LR and energy cropped back.
+
 Prints one line per batch and per image, and the JSON at the end (also to `--out`).
 """
 
@@ -38,10 +43,11 @@ import torch
 from irn_colour import DATASETS, NOISE_LEVELS, colour_error, hr_images, noisy  # this folder
 from irn_speed import machine_meta, print_json
 from torch import Tensor
+from torch.nn import functional as F
 
 from flowlearn.images.metrics import quantize_8bit
 from flowlearn.irn import IRN, load
-from flowlearn.irn.data import IRNTrainSet, PatchSampler
+from flowlearn.irn.data import FLIPS, IRNTrainSet, PatchSampler
 from flowlearn.irn.evaluate import bicubic_downscale
 from flowlearn.irn.fast import accelerate
 
@@ -51,6 +57,62 @@ def latent_energy(model: IRN, hr: Tensor) -> tuple[Tensor, Tensor]:
     with torch.no_grad():
         y = model(hr[None])[0][0]
     return y[: model.channels], y[model.channels :].pow(2).sum(0)
+
+
+def with_context(model: IRN, hr: Tensor, lr_pixels: int = 8) -> tuple[Tensor, Tensor]:
+    """`latent_energy` of `hr` given `lr_pixels` LR pixels of context on every side.
+
+    The image is mirrored outwards (reflect padding) by `lr_pixels` times the scale, run through
+    the model, and the LR and energy cropped back to `hr`'s own pixels: the same content, no
+    longer at the border where the convolutions' zero padding starts.
+    """
+    pad = lr_pixels * model.scale
+    lr, energy = latent_energy(model, F.pad(hr[None], (pad,) * 4, mode="reflect")[0])
+    k = lr_pixels
+    return lr[:, k:-k, k:-k], energy[k:-k, k:-k]
+
+
+def in_photo(
+    model: IRN,
+    data: IRNTrainSet,
+    item: tuple[int, int],
+    hr: Tensor,
+    sigma: float,
+    lr_pixels: int = 8,
+) -> tuple[Tensor, Tensor, list[int]]:
+    """`latent_energy` of the training patch `hr` (patch `item` of `data`) inside its photo.
+
+    The crop is widened by up to `lr_pixels` LR pixels on each side, as far as the photo goes,
+    and flipped like the patch; the patch itself, with its own noise, goes in the middle, and
+    the ring around it gets fresh noise of the patch's level `sigma`. The LR and energy are
+    cropped back to the patch. Also returns the context each side got, in LR pixels (top,
+    bottom, left, right, in the patch's own orientation).
+    """
+    s, p = model.scale, data.patch_size // model.scale
+    i, j, flips = data.placement(item)
+    photo = data.image(item[0])
+    h, w = photo.shape[-2] // s, photo.shape[-1] // s
+    rows = [min(lr_pixels, i), min(lr_pixels, h - i - p)]  # context above, below
+    cols = [min(lr_pixels, j), min(lr_pixels, w - j - p)]  # left, right
+    big = photo[
+        :, s * (i - rows[0]) : s * (i + p + rows[1]), s * (j - cols[0]) : s * (j + p + cols[1])
+    ]
+    hflip, vflip, transpose = flips
+    for flag, op in zip(flips, FLIPS, strict=True):
+        if flag:
+            big = op(big)
+    if hflip:
+        cols.reverse()
+    if vflip:
+        rows.reverse()
+    if transpose:
+        rows, cols = cols, rows
+    g = torch.Generator().manual_seed(item[1] % 2**63 + 1)
+    x = (big + sigma * torch.randn(big.shape, generator=g)).clamp(0, 1)
+    a, b = rows[0], cols[0]
+    x[:, s * a : s * (a + p), s * b : s * (b + p)] = hr
+    lr, energy = latent_energy(model, x)
+    return lr[:, a : a + p, b : b + p], energy[a : a + p, b : b + p], rows + cols
 
 
 def _where(energy: Tensor) -> tuple[int, int]:
@@ -127,6 +189,7 @@ def spike(
         fresh.append(float(latent_energy(model, draw)[1].sum()))
     error = colour_error(lr, lr_ref)
     where = _where(energy)
+    photo_lr, photo_energy, context = in_photo(model, clean_set, item, hr, sigma)
     out = {
         "batch": step,
         "image": names[item[0]],
@@ -140,6 +203,9 @@ def spike(
         "lr_error_max_at": list(_where(error)),
         "lr_error_max_near_z2_max_levels": float(_around(error, where).max()),
         "lr_error_max_without_noise_levels": float(colour_error(clean_lr, clean_ref).max()),
+        "z2_in_photo": float(photo_energy.sum()),
+        "lr_error_max_in_photo_levels": float(colour_error(photo_lr, lr_ref).max()),
+        "photo_context_lr_pixels": context,
     }
     print("  spike: " + json.dumps(out), flush=True)
     return out
@@ -155,15 +221,20 @@ def noisy_test_images(model: IRN) -> list[dict[str, Any]]:
         error = colour_error(quantize_8bit(lr), bicubic_downscale(x, model.scale))
         (i, j), (zi, zj) = _where(error), _where(energy)
         around = _around(energy, (i, j))
+        context_lr = with_context(model, x)[0]
+        context_error = colour_error(quantize_8bit(context_lr), bicubic_downscale(x, model.scale))
         row = {
             "image": name,
             "noise_levels": level,
             "lr_error_max_levels": float(error.max()),
             "lr_error_max_at": [i, j],
+            "lr_size": list(error.shape),
             "z2_max_at": [zi, zj],
             "distance": max(abs(i - zi), abs(j - zj)),
             "z2_share_within_2px_of_lr_error_max": float(around.sum() / energy.sum()),
             "share_of_lr_pixels_within_2px": around.numel() / energy.numel(),
+            "lr_error_with_context_levels": float(context_error[i, j]),
+            "lr_error_max_with_context_levels": float(context_error.max()),
         }
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -291,24 +291,35 @@ class IRNTrainSet(Dataset[tuple[Tensor, Tensor]]):
             self._lr[index] = lr
         return lr
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    def _draw(self, item: tuple[int, int]) -> tuple[int, int, list[bool], torch.Generator]:
         index, seed = item
         g = torch.Generator().manual_seed(seed)
-        s, P = self.scale, self.patch_size
-        p = P // s
-        lr = self.lr_reference(index)
-        h, w = lr.shape[-2:]
+        p = self.patch_size // self.scale
+        h, w = (n // self.scale for n in self._hr[index].shape[-2:])
         i = int(torch.randint(h - p + 1, (1,), generator=g))
         j = int(torch.randint(w - p + 1, (1,), generator=g))
-        lr_patch = lr[:, i : i + p, j : j + p]  # (3, P/s, P/s)
-        hr = self._hr[index][:, s * i : s * i + P, s * j : s * j + P]  # (3, P, P), aligned
-        hr_patch = hr.float() / 255 if hr.dtype == torch.uint8 else hr
         hflip, vflip, transpose = (torch.rand(3, generator=g) < 0.5).tolist()
-        for flag, op in [
-            (self.flips and hflip, lambda t: t.flip(-1)),
-            (self.rotations and vflip, lambda t: t.flip(-2)),
-            (self.rotations and transpose, lambda t: t.transpose(-1, -2)),
-        ]:
+        flips = [self.flips and hflip, self.rotations and vflip, self.rotations and transpose]
+        return i, j, flips, g  # g goes on to the recolouring and noise draws
+
+    def placement(self, item: tuple[int, int]) -> tuple[int, int, list[bool]]:
+        r"""Where patch `item` comes from: its crop's top-left pixel and its flips.
+
+        Returns the top-left LR pixel $(i, j)$ of the crop of image `item[0]` (HR pixel
+        $(s i, s j)$) and whether the crop is then flipped horizontally, flipped vertically and
+        transposed, in that order (`FLIPS`).
+        """
+        i, j, flips, _ = self._draw(item)
+        return i, j, flips
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        s, P = self.scale, self.patch_size
+        p = P // s
+        i, j, flips, g = self._draw(item)
+        lr_patch = self.lr_reference(item[0])[:, i : i + p, j : j + p]  # (3, P/s, P/s)
+        hr = self._hr[item[0]][:, s * i : s * i + P, s * j : s * j + P]  # (3, P, P), aligned
+        hr_patch = hr.float() / 255 if hr.dtype == torch.uint8 else hr
+        for flag, op in zip(flips, FLIPS, strict=True):
             if flag:
                 hr_patch, lr_patch = op(hr_patch), op(lr_patch)
         if self.recolour and float(torch.rand(1, generator=g)) < self.recolour:
@@ -316,6 +327,14 @@ class IRNTrainSet(Dataset[tuple[Tensor, Tensor]]):
         if self.noise and float(torch.rand(1, generator=g)) < self.noise:
             hr_patch, lr_patch = _add_noise(hr_patch, lr_patch, s, self.noise_level / 255, g)
         return hr_patch.contiguous(), lr_patch.contiguous()
+
+
+# the flips of `IRNTrainSet.placement`, in its order: horizontal, vertical, transpose
+FLIPS: tuple[Callable[[Tensor], Tensor], ...] = (
+    lambda t: t.flip(-1),
+    lambda t: t.flip(-2),
+    lambda t: t.transpose(-1, -2),
+)
 
 
 def _recolour(hr: Tensor, lr: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:

@@ -13,7 +13,7 @@ from PIL import Image
 
 from flowlearn.images.imresize import imresize
 from flowlearn.images.io import write_image
-from flowlearn.irn.data import IRNTrainSet, PatchSampler, train_loader
+from flowlearn.irn.data import FLIPS, IRNTrainSet, PatchSampler, train_loader
 from tests.conftest import benchmark_script, smooth_image
 
 
@@ -274,6 +274,23 @@ def test_dataset_keeps_16_bit_precision_and_notes_grey(tmp_path: Path, caplog) -
     assert "deep.png" in caplog.text and "greyscale" in caplog.text
     expected = torch.from_numpy(ramp.astype(np.float32) / 65535)
     assert torch.allclose(data.image(0)[1], expected, atol=1e-7)
+
+
+def test_placement_says_where_each_patch_comes_from(folder: Path) -> None:
+    data = IRNTrainSet(folder, scale=2, patch_size=16)
+    seen = set()
+    for seed in range(40):
+        item = (seed % len(data), seed)
+        i, j, flips = data.placement(item)
+        hr = data.image(item[0])[:, 2 * i : 2 * i + 16, 2 * j : 2 * j + 16]
+        lr = data.lr_reference(item[0])[:, i : i + 8, j : j + 8]
+        for flag, op in zip(flips, FLIPS, strict=True):
+            if flag:
+                hr, lr = op(hr), op(lr)
+        patch, reference = data[item]
+        assert torch.equal(patch, hr) and torch.equal(reference, lr)
+        seen.add(tuple(flips))
+    assert len(seen) == 8  # every combination of the three flips occurs
 
 
 def test_train_loader_batches_independent_of_workers(folder: Path) -> None:
