@@ -4,7 +4,7 @@ Usage:
     python benchmarks/irn_finetune_log.py --base-steps 12000 RUN:STEPS [RUN:STEPS ...]
         --out benchmarks/results/irn_x2_finetune_log.csv
     python benchmarks/irn_finetune_log.py --after benchmarks/results/irn_x4_finetune_log.csv
-        RUN:STEPS --out benchmarks/results/irn_x4_finetune_log.csv
+        [--first-stage N] RUN:STEPS --out benchmarks/results/irn_x4_finetune_log.csv
 
 Each RUN is a `flowlearn irn train` folder (its `log.csv` and `config.yaml`); STEPS is the step
 of its checkpoint that the next stage started from (`model.init`) or that was exported: rows
@@ -19,6 +19,8 @@ rows).
 `--after CSV` extends a log this script wrote before (the run folders of its stages need not
 exist any more): its rows come first unchanged, the new stages are numbered after its last, and
 their steps count from its last `total_step`. Columns the log lacks stay empty in its rows.
+`--first-stage N` numbers the new stages from N instead, as the model card does when stages in
+between were tried and not shipped (N must be above the log's last).
 """
 
 from __future__ import annotations
@@ -72,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stages", nargs="+", metavar="RUN:STEPS")
     parser.add_argument("--base-steps", type=int, default=0)
     parser.add_argument("--after", type=Path, metavar="CSV", help="a log to extend")
+    parser.add_argument(
+        "--first-stage", type=int, metavar="N", help="number of the first new stage"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     rows: list[dict[str, Any]] = []
@@ -84,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         if not rows:
             parser.error(f"{args.after} holds no rows")
         offset, first = int(rows[-1]["total_step"]), int(rows[-1]["stage"]) + 1
+    if args.first_stage is not None:
+        if args.first_stage < first:
+            parser.error(f"--first-stage {args.first_stage}: the stages before go to {first - 1}")
+        first = args.first_stage
     for number, item in enumerate(args.stages, start=first):
         run, _, steps = item.rpartition(":")
         if not run or not steps.isdigit():
@@ -95,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         writer = csv.DictWriter(f, list(dict.fromkeys(k for row in rows for k in row)))
         writer.writeheader()
         writer.writerows(rows)
-    count = first - 1 + len(args.stages)
+    count = len({row["stage"] for row in rows})
     stages = f"{count} stage{'s' if count > 1 else ''}"
     print(f"wrote {args.out}: {len(rows)} rows, {stages}, to step {offset}")
     return 0

@@ -52,6 +52,8 @@ LINE: dict[int, str] = {
     10500: "x4_p144f_step600",
     10950: "x4_p144g_step450",
     11100: "x4_p144g_step600",
+    11550: "x4_p144j_step450",
+    11700: "x4_p144j_step600",
 }
 
 

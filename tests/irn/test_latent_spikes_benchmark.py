@@ -158,3 +158,30 @@ def test_model_card_states_the_stored_spikes() -> None:
         if other is not baby:  # no more latent energy near its worst pixel than its share
             share = other["z2_share_within_2px_of_lr_error_max"]
             assert share <= other["share_of_lr_pixels_within_2px"], other["image"]
+
+
+def test_model_card_states_stage_11s_spikes() -> None:
+    """Stage 11's paragraph: baby.png's worst LR pixel and batch 256's patch under each model."""
+    results = ROOT / "benchmarks/results"
+    before = json.loads((results / "irn_latent_spikes_cpu.json").read_text())
+    after = json.loads((results / "irn_latent_spikes_stage11_cpu.json").read_text())
+    assert after["meta"]["model"].endswith("x4_p144j_step600.safetensors")
+    assert after["meta"]["batches"] == before["meta"]["batches"] == [250, 300]
+    card = (ROOT / "docs" / "model-card.md").read_text()
+    text = " ".join(card[card.index("**Stage 11: noise on every patch") :].split("\n\n")[2].split())
+    babies = [
+        next(r for r in data["noisy_test_images"] if r["image"] == "baby.png")
+        for data in (before, after)
+    ]
+    assert (
+        f"whose worst LR pixel is {babies[1]['lr_error_max_levels']:.0f} levels off against "
+        f"{babies[0]['lr_error_max_levels']:.0f}" in text
+    )
+    worst = {r["image"]: r["lr_error_max_levels"] for r in after["noisy_test_images"]}
+    assert max(worst, key=worst.__getitem__) != "baby.png"
+    spikes = [{s["batch"]: s for s in d["batches"]["spikes"]}[256] for d in (before, after)]
+    assert spikes[0]["image"] == spikes[1]["image"] == "227040.jpg"
+    assert (
+        f"batch 256 has $\\|z\\|^2$ of {spikes[1]['z2']:,.0f} under this model "
+        f"(stage 8's: {spikes[0]['z2']:,.0f})" in text
+    )

@@ -148,7 +148,9 @@ def test_shipped_model_round_trips_through_the_original_layout(name: str) -> Non
         assert torch.equal(shipped(x)[0], again(x)[0])
 
 
-def test_finetune_log_joins_the_stages_of_a_model(tmp_path: Path) -> None:
+def test_finetune_log_joins_the_stages_of_a_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     join = benchmark_script("irn_finetune_log")
     header = "step,seconds,fit,psnr_y_sampled"
     stages = {
@@ -188,6 +190,15 @@ def test_finetune_log_joins_the_stages_of_a_model(tmp_path: Path) -> None:
     assert extended[:3] == rows  # the log's rows, unchanged
     added = [(r["stage"], r["step"], r["total_step"]) for r in extended[3:]]
     assert added == [("3", "100", "1400")]
+    # stages tried in between and not shipped keep their numbers
+    assert join.main(["--after", str(out), "--first-stage", "5", f"{tmp_path / 'a'}:100",
+                      "--out", str(longer)]) == 0  # fmt: skip
+    with longer.open(newline="") as f:
+        assert [r["stage"] for r in csv.DictReader(f)] == ["1", "1", "2", "5"]
+    with pytest.raises(SystemExit):
+        join.main(["--after", str(out), "--first-stage", "2", f"{tmp_path / 'a'}:100", "--out",
+                   str(longer)])  # fmt: skip
+    assert "--first-stage 2: the stages before go to 2" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # the steps come from the log
         join.main(["--after", str(out), f"{tmp_path / 'a'}:100", "--base-steps", "5", "--out",
                    str(longer)])  # fmt: skip
@@ -346,10 +357,11 @@ def assert_card_scores(cell: str, trial: dict[str, float], row: list[str]) -> No
         ("**Stage 6: a warm-up", "step", "x4_p144e_step{}", "x4_p144d_step600", False),
         ("**Stage 7: stage 6 again", "step", "x4_p144f_step{}", "x4_p144e_step600", False),
         ("**Stage 8: half the learning rate", "step", "x4_p144g_step{}", "x4_p144f_step600",
-         True),
+         False),
         ("**Stage 9: stage 8 again", "step", "x4_p144h_step{}", "x4_p144g_step600", False),
         ("**Stage 10: a quarter of stage 7's rate", "step", "x4_p144i_step{}", "x4_p144g_step600",
          False),
+        ("**Stage 11: noise on every patch", "step", "x4_p144j_step{}", "x4_p144g_step600", True),
     ],
 )  # fmt: skip
 def test_model_card_checkpoint_tables_are_the_stored_exports(
@@ -427,17 +439,22 @@ CARD_TABLES: dict[tuple[str, str], dict[str, tuple[str, str | None]]] = {
     ("**Stage 8: half the learning rate", "step"): {
         "0": ("x4_p144f_step600", "x4_p144f_step600.safetensors"),
         "450": ("x4_p144g_step450", None),
-        "600": ("x4_p144g_step600", "shipped x4"),
+        "600": ("x4_p144g_step600", "x4_p144g_step600.safetensors"),
     },
     ("**Stage 9: stage 8 again", "step"): {
-        "0": ("x4_p144g_step600", "shipped x4"),
+        "0": ("x4_p144g_step600", "x4_p144g_step600.safetensors"),
         "450": ("x4_p144h_step450", None),
         "600": ("x4_p144h_step600", "x4_p144h_step600.safetensors"),
     },
     ("**Stage 10: a quarter of stage 7's rate", "step"): {
-        "0": ("x4_p144g_step600", "shipped x4"),
+        "0": ("x4_p144g_step600", "x4_p144g_step600.safetensors"),
         "450": ("x4_p144i_step450", None),
         "600": ("x4_p144i_step600", "x4_p144i_step600.safetensors"),
+    },
+    ("**Stage 11: noise on every patch", "step"): {
+        "0": ("x4_p144g_step600", "x4_p144g_step600.safetensors"),
+        "450": ("x4_p144j_step450", None),
+        "600": ("x4_p144j_step600", "shipped x4"),
     },
     ("**The λ_fit = 24 model trained on", "step"): {
         f"{k},000": (f"x2_stage4_fit24_long_step{k}000", f"x2_fit24_long_step{k}000.safetensors")
