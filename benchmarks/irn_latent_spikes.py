@@ -218,11 +218,11 @@ def noisy_test_images(model: IRN) -> list[dict[str, Any]]:
     for seed, (name, hr) in enumerate(hr_images("set5", model.scale)):
         x = noisy(hr, level, seed)  # the colour benchmark's draw for this image
         lr, energy = latent_energy(model, x)
-        error = colour_error(quantize_8bit(lr), bicubic_downscale(x, model.scale))
+        reference = bicubic_downscale(x, model.scale)
+        error = colour_error(quantize_8bit(lr), reference)
         (i, j), (zi, zj) = _where(error), _where(energy)
         around = _around(energy, (i, j))
-        context_lr = with_context(model, x)[0]
-        context_error = colour_error(quantize_8bit(context_lr), bicubic_downscale(x, model.scale))
+        context_error = colour_error(quantize_8bit(with_context(model, x)[0]), reference)
         row = {
             "image": name,
             "noise_levels": level,
